@@ -1,0 +1,501 @@
+"""The autograd engine: ``Tensor``, ``Function``, ``no_grad`` and an iterative ``backward``.
+
+How it works
+------------
+A ``Tensor`` wraps an array (NumPy or CuPy). Calling a ``Function`` on tensors runs its ``forward`` on
+the raw arrays and, when some input requires a gradient, records the call in a graph:
+
+* each tensor owns a small graph *node* (its creator, its generation, its gradient, its shape and
+  dtype, but **not** its data), and the function keeps strong references to its inputs' nodes and
+  weak references to its outputs' nodes. The data of an intermediate tensor is therefore freed as
+  soon as nobody holds the tensor, unless the function explicitly saved it for backward
+  (``save_for_backward``): functions keep only what their backward needs.
+* ``generation`` orders the graph: a function's generation is the largest generation of its inputs,
+  and its outputs get one more. Processing functions from the highest generation down guarantees that
+  every consumer of a tensor has passed its gradient back before the tensor's creator runs. That is
+  why a reused value (``b = a + a; c = b + b``) gets its gradients summed before they flow on, which a
+  plain depth-first recursion gets wrong.
+* ``backward`` walks the graph with a heap, never recursing, so arbitrarily deep chains work.
+
+Gradients of leaf tensors *accumulate*: calling ``backward`` twice adds the two gradients, exactly as in
+PyTorch. Clear them between optimisation steps (``tensor.zero_grad()`` or ``optimizer.zero_grad()``).
+Gradients of intermediate tensors are freed as soon as they have been passed on, unless the tensor
+asked for ``retain_grad()``.
+
+One engine-level check guards every backward: the gradient a function returns for an input must have
+that input's shape, dtype and device. Broadcasting is undone in one place only: for functions that
+declare ``broadcasts = True`` (the elementwise binary ops), the engine sums the gradient over the
+broadcast axes (``sum_to``) before that check.
+"""
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import weakref
+
+import numpy as np
+
+from .backend import as_numpy, get_array_module, is_gpu_array, to_device
+
+__all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "tensor", "as_tensor",
+           "sum_to"]
+
+
+class _Config:
+    enable_backprop = True
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Within this block no graph is recorded: outputs never require gradients (inference mode)."""
+    previous = _Config.enable_backprop
+    _Config.enable_backprop = False
+    try:
+        yield
+    finally:
+        _Config.enable_backprop = previous
+
+
+@contextlib.contextmanager
+def enable_grad():
+    """Re-enable graph recording inside a ``no_grad`` block."""
+    previous = _Config.enable_backprop
+    _Config.enable_backprop = True
+    try:
+        yield
+    finally:
+        _Config.enable_backprop = previous
+
+
+def is_grad_enabled() -> bool:
+    return _Config.enable_backprop
+
+
+def sum_to(gradient, shape):
+    """Sum ``gradient`` over the axes that broadcasting added or stretched, so it gets ``shape``.
+
+    The adjoint of broadcasting ``x`` of ``shape`` to ``gradient.shape``.
+    """
+    if gradient.shape == tuple(shape):
+        return gradient
+    lead = gradient.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, size in enumerate(shape) if size == 1 and gradient.shape[lead + i] != 1)
+    out = gradient.sum(axis=axes, keepdims=True)
+    if lead:
+        out = out.reshape(out.shape[lead:])
+    return out
+
+
+class _Node:
+    """The part of a tensor the graph needs: creator, generation, gradient; never the data."""
+
+    __slots__ = ("creator", "generation", "grad", "requires_grad", "retains_grad", "shape",
+                 "dtype", "on_gpu", "name", "__weakref__")
+
+    def __init__(self, data, requires_grad, name=None):
+        self.creator = None
+        self.generation = 0
+        self.grad = None
+        self.requires_grad = requires_grad
+        self.retains_grad = False
+        self.shape = data.shape
+        self.dtype = data.dtype
+        self.on_gpu = is_gpu_array(data)
+        self.name = name
+
+    def describe(self):
+        return self.name or f"tensor of shape {self.shape}"
+
+
+_FLOAT_KINDS = "f"
+
+
+class Tensor:
+    """An array with an optional gradient and the function that made it.
+
+    Attributes: ``data`` (the NumPy or CuPy array), ``grad`` (an array of the same shape, dtype and
+    device, or ``None``), ``requires_grad``, ``creator`` (the ``Function`` that produced it, ``None``
+    for leaves).
+    """
+
+    __array_priority__ = 1000  # make ``ndarray + Tensor`` call Tensor.__radd__
+
+    def __init__(self, data, requires_grad: bool = False, name: str | None = None):
+        if isinstance(data, Tensor):
+            data = data.data
+        if not (isinstance(data, np.ndarray) or is_gpu_array(data)):
+            data = np.asarray(data)
+        if requires_grad and data.dtype.kind not in _FLOAT_KINDS:
+            raise TypeError(f"only floating-point tensors can require gradients, got dtype {data.dtype}")
+        self.data = data
+        self._node = _Node(data, bool(requires_grad), name)
+
+    # --- graph attributes, stored on the node ----------------------------------------------------
+    @property
+    def requires_grad(self) -> bool:
+        return self._node.requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool):
+        if value and self.data.dtype.kind not in _FLOAT_KINDS:
+            raise TypeError(f"only floating-point tensors can require gradients, got dtype {self.dtype}")
+        if self._node.creator is not None and not value:
+            raise RuntimeError("requires_grad can only be switched off on leaf tensors; use .detach()")
+        self._node.requires_grad = bool(value)
+
+    @property
+    def grad(self):
+        return self._node.grad
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None:
+            _check_gradient(value, self._node, "assigned gradient")
+        self._node.grad = value
+
+    @property
+    def creator(self):
+        return self._node.creator
+
+    @property
+    def name(self):
+        return self._node.name
+
+    @name.setter
+    def name(self, value):
+        self._node.name = value
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._node.creator is None
+
+    def retain_grad(self):
+        """Keep this non-leaf tensor's gradient after ``backward`` (freed by default)."""
+        self._node.retains_grad = True
+        return self
+
+    def zero_grad(self):
+        """Forget the accumulated gradient (sets ``grad`` to ``None``)."""
+        self._node.grad = None
+
+    cleargrad = zero_grad
+
+    def detach(self) -> "Tensor":
+        """A new leaf tensor sharing this data, cut from the graph."""
+        return Tensor(self.data, requires_grad=False)
+
+    # --- array-like attributes ------------------------------------------------------------------
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return self.data.size
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self) -> str:
+        return "gpu" if is_gpu_array(self.data) else "cpu"
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        body = repr(as_numpy(self.data)).replace("array(", "").rstrip(")")
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        dev = ", device='gpu'" if self.device == "gpu" else ""
+        return f"tensor({body}{dev}{extra})"
+
+    def numpy(self):
+        """The data as a NumPy array (copied from the GPU when needed)."""
+        return as_numpy(self.data)
+
+    def item(self):
+        return self.data.item()
+
+    def to(self, device: str) -> "Tensor":
+        """Move the data (and gradient) to ``"cpu"`` or ``"gpu"`` in place; returns ``self``.
+
+        Only leaf tensors can move (moving a graph's intermediate would cut the graph).
+        """
+        if not self.is_leaf:
+            raise RuntimeError("only leaf tensors can be moved between devices; use .detach().to(...)")
+        self.data = to_device(self.data, device)
+        self._node.on_gpu = is_gpu_array(self.data)
+        if self._node.grad is not None:
+            self._node.grad = to_device(self._node.grad, device)
+        return self
+
+    def astype(self, dtype) -> "Tensor":
+        """A new leaf tensor with the data cast to ``dtype`` (same ``requires_grad``)."""
+        return Tensor(self.data.astype(dtype), requires_grad=self.requires_grad, name=self.name)
+
+    # --- backward ---------------------------------------------------------------------------------
+    def backward(self, grad=None):
+        """Backpropagate from this tensor: accumulate d(self)/d(leaf) · grad into every leaf's ``grad``.
+
+        ``grad`` is the upstream gradient (the same shape as ``self``); it may be omitted only for a
+        tensor with one element, where it defaults to 1. Gradients accumulate across calls.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad: no input of the "
+                               "computation had requires_grad=True (or it ran under no_grad())")
+        xp = get_array_module(self.data)
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() without a gradient needs a tensor with one element, got shape "
+                    f"{self.shape}: reduce it first (e.g. loss.mean()) or pass grad= of shape {self.shape}")
+            grad = xp.ones_like(self.data)
+        elif isinstance(grad, Tensor):
+            grad = grad.data
+        _check_gradient(grad, self._node, "upstream gradient given to backward()")
+        _run_backward(self._node, grad)
+
+    # --- operators (the ops live in minifrrn.functional) -----------------------------------------
+    def __add__(self, other):
+        return _F().add(self, other)
+
+    def __radd__(self, other):
+        return _F().add(other, self)
+
+    def __sub__(self, other):
+        return _F().sub(self, other)
+
+    def __rsub__(self, other):
+        return _F().sub(other, self)
+
+    def __mul__(self, other):
+        return _F().mul(self, other)
+
+    def __rmul__(self, other):
+        return _F().mul(other, self)
+
+    def __truediv__(self, other):
+        return _F().div(self, other)
+
+    def __rtruediv__(self, other):
+        return _F().div(other, self)
+
+    def __neg__(self):
+        return _F().neg(self)
+
+    def __pow__(self, exponent):
+        return _F().pow(self, exponent)
+
+    def __matmul__(self, other):
+        return _F().matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _F().matmul(other, self)
+
+    def __getitem__(self, index):
+        return _F().getitem(self, index)
+
+    def exp(self):
+        return _F().exp(self)
+
+    def log(self):
+        return _F().log(self)
+
+    def relu(self):
+        return _F().relu(self)
+
+    def sum(self, axis=None, keepdims=False):
+        return _F().sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return _F().mean(self, axis=axis, keepdims=keepdims)
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return _F().reshape(self, shape)
+
+    def transpose(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return _F().transpose(self, axes or None)
+
+    @property
+    def T(self):
+        return _F().transpose(self, None)
+
+
+def _F():
+    # The engine does not import the ops at module load (functional imports the engine); this lazy
+    # lookup is the only place the operators reach up into minifrrn.functional.
+    from . import functional
+    return functional
+
+
+def tensor(data, requires_grad: bool = False, dtype=None, device: str | None = None) -> Tensor:
+    """Make a leaf ``Tensor`` from an array, a nested list or a scalar.
+
+    Python floats become float32 (the training dtype) unless ``dtype`` says otherwise; NumPy and CuPy
+    arrays keep their dtype and device unless ``dtype``/``device`` are given.
+    """
+    if isinstance(data, Tensor):
+        data = data.data
+    if not (isinstance(data, np.ndarray) or is_gpu_array(data)):
+        data = np.asarray(data)
+        if dtype is None and data.dtype == np.float64:
+            data = data.astype(np.float32)
+    if dtype is not None:
+        data = data.astype(dtype, copy=False)
+    if device is not None:
+        data = to_device(data, device)
+    return Tensor(data, requires_grad=requires_grad)
+
+
+def as_tensor(x, like=None) -> Tensor:
+    """Return ``x`` if it is a ``Tensor``; wrap arrays; turn Python scalars into constants of ``like``'s
+    dtype and device (so ``x * 2`` keeps ``x``'s dtype)."""
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, (int, float, bool)) and like is not None:
+        xp = get_array_module(like.data)
+        return Tensor(xp.asarray(x, dtype=like.dtype))
+    if isinstance(x, (np.ndarray, np.generic)) or is_gpu_array(x):
+        return Tensor(x if not isinstance(x, np.generic) else np.asarray(x))
+    return Tensor(np.asarray(x))
+
+
+class Function:
+    """One differentiable operation.
+
+    Subclasses implement ``forward(*arrays)`` and ``backward(*grads)`` on raw arrays (NumPy or CuPy,
+    found with the ``xp`` idiom). ``forward`` returns an array or a tuple of arrays; ``backward`` gets
+    one upstream gradient per output and returns one gradient per input (a tuple, or a single array
+    for one input); ``None`` is allowed for inputs that do not need a gradient
+    (``self.needs_input_grad[i]`` is False). Whatever backward needs is stored on ``self`` during
+    forward (or with ``save_for_backward``), and nothing else: the engine does not keep the inputs'
+    data alive.
+
+    Set ``broadcasts = True`` in subclasses whose inputs broadcast (``x + b``): the engine then undoes
+    broadcasting on the gradients. Any other shape mismatch in a gradient is an error.
+    """
+
+    broadcasts = False
+
+    def __call__(self, *inputs):
+        like = next((x for x in inputs if isinstance(x, Tensor)), None)
+        tensors = [as_tensor(x, like) for x in inputs]
+        arrays = [t.data for t in tensors]
+        get_array_module(*arrays)  # one clear error when NumPy and CuPy arrays meet
+        record = _Config.enable_backprop and any(t.requires_grad for t in tensors)
+        # known before forward, so forward can skip saving what no gradient will need
+        self.needs_input_grad = tuple(record and t.requires_grad for t in tensors)
+        outputs = self.forward(*arrays)
+        single = not isinstance(outputs, tuple)
+        if single:
+            outputs = (outputs,)
+        results = tuple(Tensor(y, requires_grad=record) for y in outputs)
+        if record:
+            self.generation = max(t._node.generation for t in tensors)
+            self.inputs = tuple(t._node for t in tensors)
+            self.outputs = tuple(weakref.ref(r._node) for r in results)
+            self.output_meta = tuple((y.shape, y.dtype) for y in outputs)
+            for r in results:
+                r._node.creator = self
+                r._node.generation = self.generation + 1
+        else:
+            self.release()
+        return results[0] if single else results
+
+    def save_for_backward(self, *arrays):
+        self.saved = arrays
+
+    def release(self):
+        """Drop what was saved for backward (called when no graph is recorded)."""
+        self.__dict__.clear()
+
+    def forward(self, *arrays):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, *grads):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"<{type(self).__name__}>"
+
+    def __lt__(self, other):  # heap tie-break never compares functions, but be safe
+        return id(self) < id(other)
+
+
+def _check_gradient(gradient, node: _Node, what: str):
+    """The engine-level check: a gradient has its tensor's shape, dtype and device."""
+    if gradient.shape != node.shape:
+        raise RuntimeError(f"{what} has shape {tuple(gradient.shape)} but its tensor "
+                           f"({node.describe()}) has shape {tuple(node.shape)}")
+    if gradient.dtype != node.dtype:
+        raise RuntimeError(f"{what} has dtype {gradient.dtype} but its tensor ({node.describe()}) "
+                           f"has dtype {node.dtype}")
+    if is_gpu_array(gradient) != node.on_gpu:
+        raise RuntimeError(f"{what} is on the {'gpu' if is_gpu_array(gradient) else 'cpu'} but its "
+                           f"tensor is on the {'gpu' if node.on_gpu else 'cpu'}")
+
+
+def _accumulate(store: dict, node: _Node, gradient):
+    previous = store.get(node)
+    store[node] = gradient if previous is None else previous + gradient
+
+
+def _run_backward(root: _Node, root_grad):
+    pending = {root: root_grad}          # gradients not yet handed to their creator, by node
+    heap: list = []                      # (-generation, tie, function): highest generation first
+    queued = set()
+    tie = itertools.count()
+
+    if root.creator is None:
+        root.grad = root_grad if root.grad is None else root.grad + root_grad
+        return
+    heapq.heappush(heap, (-root.creator.generation, next(tie), root.creator))
+    queued.add(root.creator)
+    while heap:
+        _, _, f = heapq.heappop(heap)
+        upstream = []
+        for ref, (shape, dtype) in zip(f.outputs, f.output_meta):
+            node = ref()
+            gradient = pending.pop(node, None) if node is not None else None
+            if gradient is not None and node.retains_grad:
+                node.grad = gradient if node.grad is None else node.grad + gradient
+            if gradient is None:
+                like = next(iter(pending.values()), root_grad)
+                xp = get_array_module(like)
+                gradient = xp.zeros(shape, dtype=dtype)
+            upstream.append(gradient)
+        input_grads = f.backward(*upstream)
+        if not isinstance(input_grads, tuple):
+            input_grads = (input_grads,)
+        if len(input_grads) != len(f.inputs):
+            raise RuntimeError(f"{type(f).__name__}.backward returned {len(input_grads)} gradients "
+                               f"for {len(f.inputs)} inputs")
+        for i, (node, gradient) in enumerate(zip(f.inputs, input_grads)):
+            if not node.requires_grad:
+                continue
+            if gradient is None:
+                raise RuntimeError(f"{type(f).__name__}.backward returned no gradient for input {i} "
+                                   f"({node.describe()}), which requires one")
+            if f.broadcasts and gradient.shape != node.shape:
+                gradient = sum_to(gradient, node.shape)
+            _check_gradient(gradient, node, f"gradient returned by {type(f).__name__}.backward "
+                                            f"for input {i}")
+            _accumulate(pending, node, gradient)
+            if node.creator is not None and node.creator not in queued:
+                queued.add(node.creator)
+                heapq.heappush(heap, (-node.creator.generation, next(tie), node.creator))
+    # every function that could add to a leaf has run: its gradient is complete
+    for node, gradient in pending.items():
+        if node.creator is None:
+            node.grad = gradient if node.grad is None else node.grad + gradient

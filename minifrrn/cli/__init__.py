@@ -1,0 +1,66 @@
+"""The ``minifrrn`` command.
+
+Each subcommand lives in its own module of this package (``minifrrn/cli/<name>.py``) with two
+functions: ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their
+subcommand runs, so ``minifrrn --help`` stays fast.
+
+Errors the user can fix (a wrong path, a bad flag value, a missing GPU) are raised as ``CLIError``,
+``ValueError``, ``TypeError``, ``FileNotFoundError`` or ``GPUUnavailableError``; ``main`` prints their
+one-line message (no traceback) and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..backend import GPUUnavailableError
+
+COMMANDS = {
+    "train": "train a model (no arguments: frrn_tiny on synthetic street scenes, on the CPU)",
+    "eval": "score a checkpoint or a folder of label-id PNGs with the four official Cityscapes metrics",
+    "predict": "write label-id PNGs and colour overlays for a list of images",
+    "synth": "generate synthetic street scenes as real Cityscapes-format files",
+    "bench": "time the ops and models, as ratios to their GEMM floors",
+}
+
+
+class CLIError(Exception):
+    """A problem the user can fix; the message is printed as one line and the command exits 2."""
+
+
+class NotImplementedCommand(CLIError):
+    """Raised by a subcommand that is not written yet."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minifrrn", description="Full-Resolution Residual Networks, from scratch.")
+    from .. import __version__
+    parser.add_argument("--version", action="version", version=f"minifrrn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module = importlib.import_module(f".{name}", __name__)
+        module.add_arguments(p)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(f".{args.command}", __name__)
+    try:
+        return int(module.run(args) or 0)
+    except (CLIError, ValueError, TypeError, FileNotFoundError, NotADirectoryError,
+            PermissionError, GPUUnavailableError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"minifrrn {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

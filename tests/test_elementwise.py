@@ -1,0 +1,91 @@
+"""Gradient checks (float64 central differences, random upstream gradients) of every elementwise,
+reduction and shape op, on shapes that exercise broadcasting."""
+import numpy as np
+import pytest
+
+import minifrrn as mf
+import minifrrn.functional as F
+
+
+def rnd(*shape, seed=0, positive=False):
+    a = np.random.default_rng(seed).standard_normal(shape)
+    return np.abs(a) + 0.5 if positive else a
+
+
+BINARY_SHAPES = [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((2, 1, 4), (3, 1)), ((1,), (2, 3))]
+
+
+@pytest.mark.parametrize("op", [F.add, F.sub, F.mul, F.div])
+@pytest.mark.parametrize("shapes", BINARY_SHAPES)
+def test_binary_ops_gradcheck_with_broadcasting(op, shapes):
+    a = rnd(*shapes[0], seed=1)
+    b = rnd(*shapes[1], seed=2, positive=op is F.div)
+    mf.gradcheck(op, [a, b])
+
+
+@pytest.mark.parametrize("op,positive", [(F.neg, False), (F.exp, False), (F.log, True)])
+def test_unary_ops_gradcheck(op, positive):
+    mf.gradcheck(op, [rnd(2, 3, 2, seed=3, positive=positive)])
+
+
+def test_relu_gradcheck_away_from_zero():
+    x = rnd(3, 5, seed=4)
+    x[np.abs(x) < 0.1] = 0.5  # finite differences are meaningless across the kink
+    mf.gradcheck(F.relu, [x])
+
+
+@pytest.mark.parametrize("exponent", [2, 3, 0.5, -1.5])
+def test_pow_gradcheck(exponent):
+    mf.gradcheck(lambda x: x ** exponent, [rnd(2, 4, seed=5, positive=True)])
+
+
+@pytest.mark.parametrize("axis,keepdims", [(None, False), (0, False), (1, True), ((0, 2), False),
+                                           (-1, True)])
+@pytest.mark.parametrize("op", [F.sum, F.mean])
+def test_reductions_gradcheck(op, axis, keepdims):
+    mf.gradcheck(lambda x: op(x, axis=axis, keepdims=keepdims), [rnd(2, 3, 4, seed=6)])
+
+
+def test_reshape_transpose_gradcheck():
+    mf.gradcheck(lambda x: F.transpose(F.reshape(x, (4, 6)), (1, 0)), [rnd(2, 3, 4, seed=7)])
+    mf.gradcheck(lambda x: x.transpose(2, 0, 1), [rnd(2, 3, 4, seed=8)])
+
+
+def test_concat_gradcheck():
+    mf.gradcheck(lambda a, b, c: F.concat([a, b, c], axis=1),
+                 [rnd(2, 1, 3, seed=9), rnd(2, 2, 3, seed=10), rnd(2, 3, 3, seed=11)])
+
+
+@pytest.mark.parametrize("index", [(slice(1, 3), Ellipsis), (0, slice(None, None, 2)),
+                                   (np.array([0, 2, 0]),), (np.array([[True, False, True, False]] * 3),)])
+def test_getitem_gradcheck(index):
+    mf.gradcheck(lambda x: x[index if len(index) > 1 else index[0]], [rnd(3, 4, seed=12)])
+
+
+def test_getitem_repeated_indices_sum_their_gradients():
+    x = mf.tensor(rnd(3, seed=13), requires_grad=True)
+    x[np.array([1, 1, 2])].backward(np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_allclose(x.grad, [0.0, 3.0, 3.0])
+
+
+@pytest.mark.parametrize("sa,sb", [((3, 4), (4, 2)), ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (3, 4, 2))])
+def test_matmul_gradcheck(sa, sb):
+    mf.gradcheck(F.matmul, [rnd(*sa, seed=14), rnd(*sb, seed=15)])
+
+
+def test_tensor_operators_match_numpy():
+    a, b = rnd(2, 3, seed=16), rnd(2, 3, seed=17, positive=True)
+    ta, tb = mf.tensor(a, dtype=np.float64), mf.tensor(b, dtype=np.float64)
+    np.testing.assert_allclose((ta + tb * 2 - 1 / tb).data, a + b * 2 - 1 / b)
+    np.testing.assert_allclose((-ta ** 2).data, -(a ** 2))
+    np.testing.assert_allclose((ta @ tb.T).data, a @ b.T)
+    np.testing.assert_allclose((2 - ta).data, 2 - a)
+
+
+def test_shape_errors_name_the_problem():
+    with pytest.raises(ValueError, match="cannot reshape"):
+        F.reshape(mf.tensor(np.ones(6)), (4, 2))
+    with pytest.raises(ValueError, match="inner dimensions"):
+        F.matmul(mf.tensor(np.ones((2, 3))), mf.tensor(np.ones((2, 3))))
+    with pytest.raises(ValueError, match="does not match"):
+        F.concat([mf.tensor(np.ones((2, 3))), mf.tensor(np.ones((3, 2)))], axis=0)

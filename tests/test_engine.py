@@ -1,0 +1,174 @@
+"""The autograd engine: graph order, accumulation, memory habits and its checks."""
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+import minifrrn as mf
+import minifrrn.functional as F
+from minifrrn.autograd import Function
+
+
+def leaf(shape, seed=0, dtype=np.float64):
+    return mf.tensor(np.random.default_rng(seed).standard_normal(shape), dtype=dtype,
+                     requires_grad=True)
+
+
+def test_reused_non_leaf_gets_summed_gradient():
+    # b = a + a; c = b + b  =>  dc/da = 4, and it must arrive only once b has all its gradient
+    a = leaf((3, 2))
+    b = a + a
+    c = b + b
+    upstream = np.random.default_rng(1).standard_normal((3, 2))
+    c.backward(upstream)
+    np.testing.assert_allclose(a.grad, 4 * upstream)
+
+
+def test_diamond_graph_uses_generation_order():
+    # y = exp(x); z = y * y + y: a depth-first recursion would hand y's gradient on before the
+    # second path contributed
+    x = leaf((4,), seed=2)
+    y = x.exp()
+    z = y * y + y
+    z.backward(np.ones(4))
+    ex = np.exp(x.data)
+    np.testing.assert_allclose(x.grad, 2 * ex * ex + ex)
+
+
+def test_deep_chain_does_not_recurse():
+    x = leaf((2,), seed=3)
+    y = x
+    for _ in range(20_000):
+        y = y * 1.0001
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, np.full(2, 1.0001 ** 20_000), rtol=1e-9)
+
+
+def test_gradients_accumulate_across_backward_calls():
+    x = leaf((3,), seed=4)
+    (x * 3.0).sum().backward()
+    (x * 2.0).sum().backward()
+    np.testing.assert_allclose(x.grad, np.full(3, 5.0))
+    x.zero_grad()
+    assert x.grad is None
+
+
+def test_same_graph_backward_twice_accumulates():
+    x = leaf((3,), seed=5)
+    y = (x * x).sum()
+    y.backward()
+    y.backward()
+    np.testing.assert_allclose(x.grad, 4 * x.data)
+
+
+def test_intermediate_gradients_are_freed_unless_retained():
+    x = leaf((3,), seed=6)
+    h = x * 2.0
+    kept = (x * 3.0).retain_grad()
+    (h + kept).sum().backward()
+    assert h.grad is None
+    np.testing.assert_allclose(kept.grad, np.ones(3))
+
+
+def test_no_grad_records_nothing():
+    x = leaf((3,), seed=7)
+    with mf.no_grad():
+        y = x * 2.0
+    assert not y.requires_grad and y.creator is None
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        y.sum().backward()
+
+
+def test_intermediate_data_is_not_kept_by_the_graph():
+    # exp saves its output, add saves nothing: after dropping the tensor `a`, its data is freed
+    x = leaf((1000,), seed=8)
+    a = x * 2.0                    # Mul with a constant: saves the constant only
+    ref = weakref.ref(a.data) if hasattr(a.data, "__weakref__") else None
+    b = a + 1.0
+    del a
+    gc.collect()
+    if ref is not None:
+        assert ref() is None, "the graph kept an intermediate array that no backward needs"
+    b.sum().backward()
+    np.testing.assert_allclose(x.grad, np.full(1000, 2.0))
+
+
+def test_non_scalar_backward_needs_a_gradient():
+    x = leaf((2, 3))
+    with pytest.raises(RuntimeError, match="needs a tensor with one element"):
+        (x * 2.0).backward()
+
+
+class _WrongShapeBackward(Function):
+    def forward(self, x):
+        return x * 2
+
+    def backward(self, gy):
+        return gy.sum(axis=0)  # wrong: loses a dimension
+
+
+class _WrongDtypeBackward(Function):
+    def forward(self, x):
+        return x * 2
+
+    def backward(self, gy):
+        return (gy * 2).astype(np.float32)
+
+
+def test_engine_rejects_gradient_of_wrong_shape():
+    x = leaf((2, 3))
+    with pytest.raises(RuntimeError, match="shape"):
+        _WrongShapeBackward()(x).backward(np.ones((2, 3)))
+
+
+def test_engine_rejects_gradient_of_wrong_dtype():
+    x = leaf((2, 3))
+    with pytest.raises(RuntimeError, match="dtype"):
+        _WrongDtypeBackward()(x).backward(np.ones((2, 3)))
+
+
+def test_upstream_gradient_shape_is_checked():
+    x = leaf((2, 3))
+    with pytest.raises(RuntimeError, match="shape"):
+        (x * 2.0).backward(np.ones((3, 2)))
+
+
+def test_broadcast_gradient_is_summed_back():
+    x = leaf((2, 3), seed=9)
+    b = leaf((3,), seed=10)
+    g = np.random.default_rng(11).standard_normal((2, 3))
+    (x * b).backward(g)
+    np.testing.assert_allclose(b.grad, (g * x.data).sum(axis=0))
+
+
+def test_scalars_keep_the_tensor_dtype():
+    x = mf.tensor(np.ones(3, np.float32) * 1.5, requires_grad=True)
+    y = 2 * x + 1
+    assert y.dtype == np.float32
+    y.sum().backward()
+    assert x.grad.dtype == np.float32
+
+
+def test_mixed_float_dtypes_are_rejected():
+    a = mf.tensor(np.ones(2, np.float32))
+    b = mf.tensor(np.ones(2, np.float64))
+    with pytest.raises(TypeError, match="dtypes float32 and float64"):
+        a + b
+
+
+def test_integer_tensors_cannot_require_grad():
+    with pytest.raises(TypeError, match="floating-point"):
+        mf.tensor(np.arange(3), requires_grad=True)
+
+
+class _FakeCupyArray:
+    """Stands in for a CuPy array: the backend decides by the type's module."""
+
+
+_FakeCupyArray.__module__ = "cupy._core.core"
+
+
+def test_mixing_numpy_and_cupy_arrays_is_a_clear_type_error():
+    with pytest.raises(TypeError, match="different devices.*to\\('cpu'\\)"):
+        mf.get_array_module(np.ones(2), _FakeCupyArray())
