@@ -7,7 +7,8 @@ The layers, bottom up: ``backend`` (NumPy/CuPy), ``autograd`` (Tensor, Function)
 (every op), ``kernels`` (CUDA C and its CPU emulator), ``nn`` (modules), ``models`` (RU, FRRU, FRRN),
 ``optim``, ``data``, ``metrics``, ``training`` and the ``minifrrn`` command.
 """
-from .autograd import Function, Tensor, as_tensor, enable_grad, is_grad_enabled, no_grad, tensor
+from .autograd import (Function, Tensor, as_tensor, enable_grad, is_grad_enabled, no_grad, recompute,
+                       tensor)
 from .backend import emulate_gpu, get_array_module, gpu_available
 from .gradcheck import GradcheckError, GradcheckReport, gradcheck
 
@@ -25,5 +26,5 @@ def __getattr__(name):
 
 
 __all__ = ["Tensor", "Function", "tensor", "as_tensor", "no_grad", "enable_grad", "is_grad_enabled",
-           "get_array_module", "gpu_available", "emulate_gpu", "gradcheck", "GradcheckError",
+           "recompute", "get_array_module", "gpu_available", "emulate_gpu", "gradcheck", "GradcheckError",
            "GradcheckReport", "__version__"]

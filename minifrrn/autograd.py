@@ -39,7 +39,7 @@ import numpy as np
 from .backend import as_numpy, get_array_module, is_gpu_array, to_device
 
 __all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "tensor", "as_tensor",
-           "sum_to"]
+           "sum_to", "recompute"]
 
 
 class _Config:
@@ -499,3 +499,65 @@ def _run_backward(root: _Node, root_grad):
     for node, gradient in pending.items():
         if node.creator is None:
             node.grad = gradient if node.grad is None else node.grad + gradient
+
+
+class _Recompute(Function):
+    """Gradient checkpointing: run ``fn`` without recording, and run it again in backward.
+
+    forward: out = fn(*inputs), keeping only the inputs (no intermediate activations).
+    backward: re-run fn on the saved inputs with recording on, backpropagate gy through that fresh
+    graph, and return the gradients of the inputs and of fn's parameters. Buffers (batch-norm running
+    statistics) are restored after the re-run, so the statistics are updated once per step, as without
+    checkpointing.
+    """
+
+    def __init__(self, fn, params, buffers):
+        self.fn, self.params, self.buffers = fn, params, buffers
+
+    def forward(self, *arrays):
+        n = len(arrays) - len(self.params)
+        self.arrays = arrays[:n]
+        with no_grad():
+            out = self.fn(*(Tensor(a) for a in self.arrays))
+        self.multiple = isinstance(out, tuple)
+        outs = out if self.multiple else (out,)
+        return tuple(o.data for o in outs) if self.multiple else outs[0].data
+
+    def backward(self, *grads):
+        snapshot = [(b, b.data.copy()) for b in self.buffers]
+        saved_grads = [p.grad for p in self.params]
+        for p in self.params:
+            p.zero_grad()
+        inputs = [Tensor(a, requires_grad=need and a.dtype.kind == "f")
+                  for a, need in zip(self.arrays, self.needs_input_grad)]
+        with enable_grad():
+            out = self.fn(*inputs)
+        outs = out if self.multiple else (out,)
+        for o, g in zip(outs, grads):
+            if o.requires_grad:
+                o.backward(g)
+        for b, data in snapshot:
+            b.data[...] = data
+        input_grads = [t.grad if t.requires_grad else None for t in inputs]
+        param_grads = []
+        for p, previous in zip(self.params, saved_grads):
+            g = p.grad
+            if g is None:
+                g = get_array_module(p.data).zeros_like(p.data)
+            param_grads.append(g)
+            p._node.grad = previous  # the engine adds the returned gradient on top
+        return tuple(input_grads) + tuple(param_grads)
+
+
+def recompute(fn, *inputs):
+    """``fn(*inputs)`` with gradient checkpointing: activations inside ``fn`` are not stored but
+    recomputed during backward, trading one extra forward of ``fn`` for memory.
+
+    ``fn`` is a module (anything with ``parameters()``; its ``buffers()`` are restored after the
+    re-run) or a plain function of tensors. The result and all gradients equal those of ``fn(*inputs)``.
+    """
+    params = list(fn.parameters()) if hasattr(fn, "parameters") else []
+    buffers = list(fn.buffers()) if hasattr(fn, "buffers") else []
+    if not is_grad_enabled():
+        return fn(*inputs)
+    return _Recompute(fn, params, buffers)(*inputs, *params)
