@@ -39,7 +39,7 @@ import numpy as np
 from .backend import as_numpy, get_array_module, is_gpu_array, to_device
 
 __all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "tensor", "as_tensor",
-           "sum_to", "recompute"]
+           "sum_to", "recompute", "unwrap"]
 
 
 class _Config:
@@ -356,6 +356,11 @@ def tensor(data, requires_grad: bool = False, dtype=None, device: str | None = N
     if device is not None:
         data = to_device(data, device)
     return Tensor(data, requires_grad=requires_grad)
+
+
+def unwrap(x):
+    """The raw array of a ``Tensor``; anything else unchanged (for argument checks before an op)."""
+    return x.data if isinstance(x, Tensor) else x
 
 
 def as_tensor(x, like=None) -> Tensor:

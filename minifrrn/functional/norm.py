@@ -1,0 +1,98 @@
+"""Batch normalisation over (N, H, W), per channel.
+
+Notation: x (N, C, H, W), M = N·H·W values per channel, γ (gamma) and β (beta) of shape (C,).
+
+Training mode (batch statistics):
+    μ = (1/M) Σ x,  σ² = (1/M) Σ (x − μ)²,  x̂ = (x − μ) / √(σ² + ε),  y = γ·x̂ + β
+    running_mean ← (1 − m)·running_mean + m·μ
+    running_var  ← (1 − m)·running_var  + m·σ²·M/(M − 1)      (unbiased, as PyTorch)
+  gradients (closed form, through μ and σ² as well):
+    gβ = Σ gy,  gγ = Σ gy·x̂,  gx = γ/(M·√(σ² + ε)) · (M·gy − gβ − x̂·gγ)
+
+Evaluation mode (running statistics, an affine map):
+    x̂ = (x − running_mean)/√(running_var + ε),  y = γ·x̂ + β
+    gx = gy·γ/√(running_var + ε),  gγ = Σ gy·x̂,  gβ = Σ gy
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function, unwrap
+from ..backend import get_array_module
+
+__all__ = ["batch_norm", "BatchNormFunction"]
+
+
+def _per_channel(v):
+    return v.reshape(1, -1, 1, 1)
+
+
+class BatchNormFunction(Function):
+    """y = γ·x̂ + β with batch (training) or running (eval) statistics; returns (gx, gγ, gβ)."""
+
+    def __init__(self, running_mean, running_var, training, momentum, eps):
+        self.running_mean, self.running_var = running_mean, running_var
+        self.training, self.momentum, self.eps = training, momentum, eps
+
+    def forward(self, x, gamma, beta):
+        xp = get_array_module(x, gamma, beta)
+        N, C, H, W = x.shape
+        M = N * H * W
+        if self.training:
+            mean = x.mean(axis=(0, 2, 3))
+            centered = x - _per_channel(mean)
+            var = (centered * centered).mean(axis=(0, 2, 3))
+            if self.running_mean is not None:
+                m = self.momentum
+                self.running_mean *= 1 - m
+                self.running_mean += m * mean.astype(self.running_mean.dtype)
+                self.running_var *= 1 - m
+                self.running_var += (m * var * (M / max(M - 1, 1))).astype(self.running_var.dtype)
+        else:
+            mean = self.running_mean.astype(x.dtype)
+            var = self.running_var.astype(x.dtype)
+            centered = x - _per_channel(mean)
+        invstd = (1.0 / xp.sqrt(var + x.dtype.type(self.eps))).astype(x.dtype)
+        xhat = centered * _per_channel(invstd)
+        self.xhat, self.invstd, self.gamma, self.M = xhat, invstd, gamma, M
+        self.running_mean = self.running_var = None  # not needed for backward
+        return xhat * _per_channel(gamma) + _per_channel(beta)
+
+    def backward(self, gy):
+        gbeta = gy.sum(axis=(0, 2, 3))
+        ggamma = (gy * self.xhat).sum(axis=(0, 2, 3))
+        scale = _per_channel(self.gamma * self.invstd)
+        if self.training:
+            M = self.M
+            gx = (scale / M) * (M * gy - _per_channel(gbeta) - self.xhat * _per_channel(ggamma))
+        else:
+            gx = gy * scale
+        return gx.astype(gy.dtype, copy=False), ggamma, gbeta
+
+
+def batch_norm(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-4):
+    """Batch normalisation of x (N, C, H, W) with scale ``gamma`` and shift ``beta`` (C,).
+
+    ``running_mean``/``running_var`` are arrays (or buffer tensors) of shape (C,): updated in place
+    in training mode, used instead of the batch statistics in eval mode. See the module docstring for
+    the forward and the gradients (gx, gγ, gβ).
+    """
+    xd = unwrap(x)
+    if xd.ndim != 4:
+        raise ValueError(f"batch_norm: x must be 4-D (N, C, H, W), got shape {tuple(xd.shape)}")
+    if xd.dtype not in (np.float32, np.float64):
+        raise TypeError(f"batch_norm: x must be float32 or float64, got {xd.dtype}")
+    C = xd.shape[1]
+    rm = unwrap(running_mean)
+    rv = unwrap(running_var)
+    for name, v in (("gamma", unwrap(gamma)), ("beta", unwrap(beta)),
+                    ("running_mean", rm), ("running_var", rv)):
+        if v is not None and tuple(v.shape) != (C,):
+            raise ValueError(f"batch_norm: {name} must have shape ({C},) for x with {C} channels, "
+                             f"got {tuple(v.shape)}")
+    if not training and (rm is None or rv is None):
+        raise ValueError("batch_norm: eval mode needs running_mean and running_var")
+    if training and xd.shape[0] * xd.shape[2] * xd.shape[3] < 2:
+        raise ValueError(f"batch_norm: training mode needs more than one value per channel, "
+                         f"got x of shape {tuple(xd.shape)}")
+    return BatchNormFunction(rm, rv, training, momentum, eps)(x, gamma, beta)

@@ -1,0 +1,103 @@
+"""Max pooling with the argmax saved for backward.
+
+Notation: x (N, C, H, W), window (KH, KW), stride (SH, SW), output (N, C, OH, OW) with the floor size
+OH = (H − KH) // SH + 1 (rows and columns that do not fill a window are dropped).
+
+    y[n, c, i, j] = max_{p < KH, q < KW} x[n, c, i·SH + p, j·SW + q]
+
+Backward sends each upstream gradient to the one input that won its window:
+gx[n, c, i·SH + p*, j·SW + q*] += gy[n, c, i, j] with (p*, q*) the argmax. Ties go to the *first*
+maximum in row-major window order (smallest p, then smallest q), as ``argmax`` returns it. Only the
+argmax (a small integer per output) is kept for backward, not the input.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function, unwrap
+from ..backend import get_array_module
+
+__all__ = ["max_pool2d", "MaxPool2dFunction"]
+
+
+def _windows(x, KH, KW, SH, SW, OH, OW):
+    """(N, C, OH, OW, KH·KW): every window's values, row-major inside the window."""
+    xp = get_array_module(x)
+    N, C = x.shape[:2]
+    if (SH, SW) == (KH, KW):
+        # non-overlapping: a reshape of the cropped input, no strided tricks needed
+        v = x[:, :, :OH * KH, :OW * KW].reshape(N, C, OH, KH, OW, KW)
+        return v.transpose(0, 1, 2, 4, 3, 5).reshape(N, C, OH, OW, KH * KW)
+    sN, sC, sH, sW = x.strides
+    v = xp.lib.stride_tricks.as_strided(
+        x, shape=(N, C, OH, OW, KH, KW), strides=(sN, sC, sH * SH, sW * SW, sH, sW))
+    return v.reshape(N, C, OH, OW, KH * KW)
+
+
+class MaxPool2dFunction(Function):
+    """y = max over each window; returns gx with gy placed at each window's argmax."""
+
+    def __init__(self, kernel, stride):
+        (self.KH, self.KW), (self.SH, self.SW) = kernel, stride
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        N, C, H, W = x.shape
+        OH, OW = (H - self.KH) // self.SH + 1, (W - self.KW) // self.SW + 1
+        windows = _windows(x, self.KH, self.KW, self.SH, self.SW, OH, OW)
+        index_dtype = np.uint8 if self.KH * self.KW <= 256 else np.int16
+        argmax = windows.argmax(axis=-1)
+        y = xp.take_along_axis(windows, argmax[..., None], axis=-1)[..., 0]
+        self.argmax = argmax.astype(index_dtype)
+        self.x_shape = x.shape
+        return y
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        N, C, H, W = self.x_shape
+        _, _, OH, OW = gy.shape
+        KH, KW, SH, SW = self.KH, self.KW, self.SH, self.SW
+        gx = xp.zeros(self.x_shape, dtype=gy.dtype)
+        argmax = self.argmax.astype(np.int64)
+        if (SH, SW) == (KH, KW):
+            g = xp.zeros((N, C, OH, OW, KH * KW), dtype=gy.dtype)
+            xp.put_along_axis(g, argmax[..., None], gy[..., None], axis=-1)
+            gx[:, :, :OH * KH, :OW * KW] = g.reshape(N, C, OH, OW, KH, KW).transpose(
+                0, 1, 2, 4, 3, 5).reshape(N, C, OH * KH, OW * KW)
+            return gx
+        # overlapping windows: one masked, vectorised add per window offset (no np.add.at)
+        for p in range(KH):
+            for q in range(KW):
+                hit = argmax == p * KW + q
+                gx[:, :, p:p + SH * OH:SH, q:q + SW * OW:SW] += gy * hit
+        return gx
+
+
+def _pair(v, name):
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"max_pool2d: {name} must be an int or a pair, got {v!r}")
+        return int(v[0]), int(v[1])
+    if not isinstance(v, (int, np.integer)):
+        raise TypeError(f"max_pool2d: {name} must be an integer, got {v!r}")
+    return int(v), int(v)
+
+
+def max_pool2d(x, kernel, stride=None):
+    """Max pooling of x (N, C, H, W) over ``kernel`` windows (stride defaults to the kernel).
+
+    Floor output size; backward routes gy to the first maximum of each window.
+    """
+    kernel = _pair(kernel, "kernel")
+    stride = kernel if stride is None else _pair(stride, "stride")
+    xd = unwrap(x)
+    if xd.ndim != 4:
+        raise ValueError(f"max_pool2d: x must be 4-D (N, C, H, W), got shape {tuple(xd.shape)}")
+    if min(kernel) < 1 or min(stride) < 1:
+        raise ValueError(f"max_pool2d: kernel and stride must be >= 1, got {kernel}, {stride}")
+    if kernel[0] > xd.shape[2] or kernel[1] > xd.shape[3]:
+        raise ValueError(f"max_pool2d: kernel {kernel[0]}x{kernel[1]} is larger than the input "
+                         f"{xd.shape[2]}x{xd.shape[3]}")
+    if xd.dtype not in (np.float32, np.float64):
+        raise TypeError(f"max_pool2d: x must be float32 or float64, got {xd.dtype}")
+    return MaxPool2dFunction(kernel, stride)(x)

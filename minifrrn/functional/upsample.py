@@ -1,0 +1,105 @@
+"""Upsampling: nearest (integer scale) and FRRN's bilinear ×2.
+
+Nearest, scale s, x (N, C, H, W) -> y (N, C, s·H, s·W):
+    y[n, c, i, j] = x[n, c, i // s, j // s]
+    gx[n, c, a, b] = Σ_{p, q < s} gy[n, c, s·a + p, s·b + q]      (the sum over each s×s block)
+
+Bilinear ×2 with the authors' (Theano) semantics, separable over H and W; along one axis of length L:
+    out[2m]     = x[m]
+    out[2m + 1] = (x[m] + x[m + 1]) / 2        for m < L − 1
+    out[2L − 1] = x[L − 1]                     (the last odd output repeats the edge)
+so [0, 10, 20, 40] -> [0, 5, 10, 15, 20, 30, 40, 40] (neither PyTorch align_corners mode).
+The backward is the exact adjoint, along one axis:
+    gx[m] = g[2m] + g[2m − 1]/2 + g[2m + 1]/2     (terms that do not exist dropped),
+    gx[L − 1] = g[2L − 2] + g[2L − 3]/2 + g[2L − 1]
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function, unwrap
+from ..backend import get_array_module
+
+__all__ = ["upsample_nearest2d", "upsample_bilinear2x", "bilinear2x_axis", "bilinear2x_axis_adjoint"]
+
+
+class UpsampleNearest2dFunction(Function):
+    """y = x repeated s×s;  returns gx = the sum of gy over each s×s block."""
+
+    def __init__(self, scale):
+        self.scale = scale
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        N, C, H, W = x.shape
+        s = self.scale
+        y = xp.empty((N, C, H, s, W, s), dtype=x.dtype)
+        y[...] = x[:, :, :, None, :, None]  # one broadcast write, no intermediate repeats
+        return y.reshape(N, C, H * s, W * s)
+
+    def backward(self, gy):
+        N, C, Hs, Ws = gy.shape
+        s = self.scale
+        return gy.reshape(N, C, Hs // s, s, Ws // s, s).sum(axis=(3, 5))
+
+
+def bilinear2x_axis(x, axis):
+    """FRRN's ×2 linear interpolation along one axis (see the module docstring)."""
+    xp = get_array_module(x)
+    x = xp.moveaxis(x, axis, -1)
+    L = x.shape[-1]
+    out = xp.empty(x.shape[:-1] + (2 * L,), dtype=x.dtype)
+    out[..., 0::2] = x
+    half = x.dtype.type(0.5)
+    out[..., 1:-1:2] = (x[..., :-1] + x[..., 1:]) * half
+    out[..., -1] = x[..., -1]
+    return xp.moveaxis(out, -1, axis)
+
+
+def bilinear2x_axis_adjoint(g, axis):
+    """The adjoint of ``bilinear2x_axis`` along ``axis`` (length 2L -> L)."""
+    xp = get_array_module(g)
+    g = xp.moveaxis(g, axis, -1)
+    half = g.dtype.type(0.5)
+    gx = g[..., 0::2].copy()
+    odd = g[..., 1:-1:2] * half          # each interior odd output came half from m, half from m+1
+    gx[..., :-1] += odd
+    gx[..., 1:] += odd
+    gx[..., -1] += g[..., -1]            # the repeated edge
+    return xp.moveaxis(gx, -1, axis)
+
+
+class UpsampleBilinear2xFunction(Function):
+    """y = FRRN bilinear ×2 over H then W;  returns its adjoint applied to gy."""
+
+    def forward(self, x):
+        return bilinear2x_axis(bilinear2x_axis(x, 2), 3)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        return xp.ascontiguousarray(bilinear2x_axis_adjoint(bilinear2x_axis_adjoint(gy, 3), 2))
+
+
+def _check(name, x):
+    xd = unwrap(x)
+    if xd.ndim != 4:
+        raise ValueError(f"{name}: x must be 4-D (N, C, H, W), got shape {tuple(xd.shape)}")
+    if xd.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name}: x must be float32 or float64, got {xd.dtype}")
+
+
+def upsample_nearest2d(x, scale):
+    """Nearest-neighbour upsampling by an integer ``scale`` (1..32): every value becomes an
+    s×s block. Gradient: the sum over each block."""
+    _check("upsample_nearest2d", x)
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)):
+        raise TypeError(f"upsample_nearest2d: scale must be an integer, got {scale!r}")
+    if not 1 <= scale <= 32:
+        raise ValueError(f"upsample_nearest2d: scale must be in 1..32, got {scale}")
+    return UpsampleNearest2dFunction(int(scale))(x)
+
+
+def upsample_bilinear2x(x):
+    """FRRN's bilinear ×2 upsampling (Theano semantics, edge repeated). Gradient: its adjoint."""
+    _check("upsample_bilinear2x", x)
+    return UpsampleBilinear2xFunction()(x)

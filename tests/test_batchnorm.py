@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+import minifrrn as mf
+import minifrrn.functional as F
+
+
+def data(seed=0, shape=(3, 2, 4, 5)):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape) * 2.0 + 0.7
+    return x, rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
+
+
+def test_training_forward_normalises_per_channel_and_updates_running_stats():
+    x, g, b = data()
+    rm, rv = np.array([0.5, -0.2]), np.array([1.5, 0.8])
+    rm0, rv0 = rm.copy(), rv.copy()
+    y = F.batch_norm(mf.tensor(x, dtype=np.float64), mf.tensor(g, dtype=np.float64),
+                     mf.tensor(b, dtype=np.float64), rm, rv, training=True, momentum=0.1, eps=1e-4)
+    for c in range(2):
+        v = x[:, c].ravel()
+        expected = g[c] * (x[:, c] - v.mean()) / np.sqrt(v.var() + 1e-4) + b[c]
+        np.testing.assert_allclose(y.data[:, c], expected, rtol=1e-12)
+        unbiased = v.var(ddof=1)
+        np.testing.assert_allclose(rm[c], 0.9 * rm0[c] + 0.1 * v.mean(), rtol=1e-12)
+        np.testing.assert_allclose(rv[c], 0.9 * rv0[c] + 0.1 * unbiased, rtol=1e-12)
+
+
+def test_eval_forward_uses_running_stats_and_leaves_them():
+    x, g, b = data(1)
+    rm, rv = np.array([0.5, -0.2]), np.array([1.5, 0.8])
+    y = F.batch_norm(mf.tensor(x, dtype=np.float64), mf.tensor(g, dtype=np.float64),
+                     mf.tensor(b, dtype=np.float64), rm, rv, training=False)
+    expected = g[None, :, None, None] * (x - rm[None, :, None, None]) / np.sqrt(
+        rv[None, :, None, None] + 1e-4) + b[None, :, None, None]
+    np.testing.assert_allclose(y.data, expected, rtol=1e-12)
+    np.testing.assert_array_equal(rm, [0.5, -0.2])
+
+
+def test_gradcheck_training_mode_with_running_stats_frozen():
+    x, g, b = data(2)
+    rm, rv = np.zeros(2), np.ones(2)
+
+    def fn(x, g, b):
+        return F.batch_norm(x, g, b, rm.copy(), rv.copy(), training=True)  # stats frozen per call
+
+    mf.gradcheck(fn, [x, g, b])
+
+
+def test_gradcheck_eval_mode():
+    x, g, b = data(3)
+    rm, rv = np.array([0.3, -0.1]), np.array([0.7, 2.0])
+    mf.gradcheck(lambda x, g, b: F.batch_norm(x, g, b, rm, rv, training=False), [x, g, b])
+
+
+def test_bad_input():
+    x, g, b = data(4)
+    with pytest.raises(ValueError, match="gamma must have shape"):
+        F.batch_norm(mf.tensor(x), mf.tensor(np.ones(3)), mf.tensor(b), None, None, True)
+    with pytest.raises(ValueError, match="4-D"):
+        F.batch_norm(mf.tensor(x[0]), mf.tensor(g), mf.tensor(b), None, None, True)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        F.batch_norm(mf.tensor(x.astype(np.float16)), mf.tensor(g), mf.tensor(b), None, None, True)

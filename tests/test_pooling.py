@@ -1,0 +1,56 @@
+import itertools
+
+import numpy as np
+import pytest
+
+import minifrrn as mf
+import minifrrn.functional as F
+
+
+def distinct(shape, seed):
+    """Distinct values (a shuffled linspace): near-ties would make finite differences wrong."""
+    n = int(np.prod(shape))
+    return np.random.default_rng(seed).permutation(np.linspace(-1, 1, n)).reshape(shape)
+
+
+def naive_max_pool(x, k, s):
+    N, C, H, W = x.shape
+    OH, OW = (H - k) // s + 1, (W - k) // s + 1
+    y = np.empty((N, C, OH, OW))
+    for n, c, i, j in itertools.product(range(N), range(C), range(OH), range(OW)):
+        y[n, c, i, j] = x[n, c, i * s:i * s + k, j * s:j * s + k].max()
+    return y
+
+
+@pytest.mark.parametrize("k,s,shape", [(2, 2, (2, 3, 8, 6)), (2, 2, (1, 1, 7, 5)), (3, 2, (2, 2, 7, 9)),
+                                       (3, 3, (1, 2, 7, 8)), (4, 4, (1, 1, 9, 8)), (2, 1, (1, 2, 5, 4))])
+def test_forward_matches_naive_and_gradcheck(k, s, shape):
+    x = distinct(shape, seed=k * 10 + s)
+    y = F.max_pool2d(mf.tensor(x, dtype=np.float64), k, s)
+    np.testing.assert_array_equal(y.data, naive_max_pool(x, k, s))
+    mf.gradcheck(lambda x: F.max_pool2d(x, k, s), [x])
+
+
+def test_large_windows_up_to_32():
+    x = distinct((1, 2, 64, 96), seed=5)
+    y = F.max_pool2d(mf.tensor(x, dtype=np.float64), 32)
+    np.testing.assert_array_equal(y.data, naive_max_pool(x, 32, 32))
+    t = mf.tensor(x, dtype=np.float64, requires_grad=True)
+    g = np.random.default_rng(1).standard_normal((1, 2, 2, 3))
+    F.max_pool2d(t, 32).backward(g)
+    assert np.count_nonzero(t.grad) == 12 and np.isclose(t.grad.sum(), g.sum())
+
+
+def test_ties_go_to_the_first_index():
+    x = mf.tensor(np.ones((1, 1, 2, 2)), requires_grad=True)
+    F.max_pool2d(x, 2).backward(np.array([[[[3.0]]]]))
+    np.testing.assert_array_equal(x.grad[0, 0], [[3.0, 0.0], [0.0, 0.0]])
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="larger than the input"):
+        F.max_pool2d(mf.tensor(np.ones((1, 1, 3, 3))), 4)
+    with pytest.raises(ValueError, match="4-D"):
+        F.max_pool2d(mf.tensor(np.ones((3, 3))), 2)
+    with pytest.raises(TypeError, match="kernel must be an integer"):
+        F.max_pool2d(mf.tensor(np.ones((1, 1, 4, 4))), 2.5)
