@@ -92,3 +92,8 @@ def test_col2im_is_the_adjoint_of_im2col():
 def test_bad_input_is_named(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         F.conv2d(*[mf.tensor(a, dtype=a.dtype) for a in args], **kwargs)
+
+
+def test_mixed_dtypes_are_rejected_before_any_work():
+    with pytest.raises(TypeError, match="x is float64 but the weights are float32"):
+        F.conv2d(mf.tensor(np.ones((1, 2, 4, 4))), mf.tensor(np.ones((3, 2, 3, 3), np.float32)))

@@ -90,6 +90,10 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training, momentum=0.1
         if v is not None and tuple(v.shape) != (C,):
             raise ValueError(f"batch_norm: {name} must have shape ({C},) for x with {C} channels, "
                              f"got {tuple(v.shape)}")
+    for name, v in (("gamma", unwrap(gamma)), ("beta", unwrap(beta))):
+        if v.dtype != xd.dtype:
+            raise TypeError(f"batch_norm: x is {xd.dtype} but {name} is {v.dtype}: cast one so "
+                            f"they match")
     if not training and (rm is None or rv is None):
         raise ValueError("batch_norm: eval mode needs running_mean and running_var")
     if training and xd.shape[0] * xd.shape[2] * xd.shape[3] < 2:

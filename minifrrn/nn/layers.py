@@ -1,0 +1,114 @@
+"""The layers FRRN is built from: Conv2d, BatchNorm2d, ReLU, MaxPool2d, Upsample, Sequential."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from .init import RELU_GAIN, he_uniform
+from .module import Module, Parameter
+
+__all__ = ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Upsample", "Sequential", "RELU_GAIN"]
+
+
+class Conv2d(Module):
+    """y = conv2d(x, W, b) with "same" padding (k−1)/2 by default; He-uniform weights, zero bias.
+
+    ``gain`` is √2 where a ReLU follows (``RELU_GAIN``) and 1 otherwise.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, bias=False,
+                 gain=1.0):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride = kernel_size, stride
+        self.padding = (kernel_size - 1) // 2 if padding is None else padding
+        self.weight = Parameter(he_uniform((out_channels, in_channels, kernel_size, kernel_size),
+                                           gain))
+        self.bias = Parameter(np.zeros(out_channels, np.float32)) if bias else None
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, self.bias, stride=self.stride, pad=self.padding)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
+                f"{', bias' if self.bias is not None else ''}")
+
+
+class BatchNorm2d(Module):
+    """Batch norm over (N, H, W): scale ``weight`` (γ, ones), shift ``bias`` (β, zeros), running
+    statistics as buffers. Uses batch statistics in training mode, running ones in eval mode."""
+
+    def __init__(self, num_features, eps=1e-4, momentum=0.1):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.weight = Parameter(np.ones(num_features, np.float32))
+        self.bias = Parameter(np.zeros(num_features, np.float32))
+        self.register_buffer("running_mean", np.zeros(num_features, np.float32))
+        self.register_buffer("running_var", np.ones(num_features, np.float32))
+
+    def forward(self, x):
+        return F.batch_norm(x, self.weight, self.bias, self.running_mean.data,
+                            self.running_var.data, self.training, self.momentum, self.eps)
+
+    def extra_repr(self):
+        return str(self.num_features)
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return F.relu(x)
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel, stride=None):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x):
+        return F.max_pool2d(x, self.kernel, self.stride)
+
+    def extra_repr(self):
+        return str(self.kernel)
+
+
+class Upsample(Module):
+    """``mode="nearest"`` with an integer ``scale``, or ``mode="bilinear2x"`` (FRRN's ×2)."""
+
+    def __init__(self, scale=2, mode="nearest"):
+        super().__init__()
+        if mode not in ("nearest", "bilinear2x"):
+            raise ValueError(f"Upsample: mode must be 'nearest' or 'bilinear2x', got {mode!r}")
+        if mode == "bilinear2x" and scale != 2:
+            raise ValueError(f"Upsample: bilinear2x upsamples by 2, got scale {scale}")
+        self.scale, self.mode = scale, mode
+
+    def forward(self, x):
+        if self.mode == "nearest":
+            return F.upsample_nearest2d(x, self.scale)
+        return F.upsample_bilinear2x(x)
+
+    def extra_repr(self):
+        return f"scale={self.scale}, mode={self.mode!r}"
+
+
+class Sequential(Module):
+    """Modules applied one after the other."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        for i, m in enumerate(modules):
+            setattr(self, str(i), m)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __getitem__(self, i):
+        return list(self._modules.values())[i]
+
+    def forward(self, x):
+        for m in self._modules.values():
+            x = m(x)
+        return x

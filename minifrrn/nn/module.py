@@ -1,0 +1,182 @@
+"""``Module`` and ``Parameter``: containers for learnable state.
+
+A module registers what it owns by attribute assignment: a ``Parameter`` (a tensor that requires a
+gradient and is updated by optimisers), a sub-``Module``, or a *buffer* registered with
+``register_buffer`` (state that is saved and moved with the module but never trained, such as batch
+norm's running statistics). ``state_dict()`` holds parameters and buffers under dotted names.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from ..autograd import Tensor
+from ..backend import as_numpy, check_device, get_array_module
+
+__all__ = ["Module", "Parameter"]
+
+
+class Parameter(Tensor):
+    """A leaf tensor that requires a gradient and belongs to a module."""
+
+    def __init__(self, data, name=None):
+        super().__init__(data, requires_grad=True, name=name)
+
+    def __repr__(self):
+        return f"Parameter(shape={tuple(self.shape)}, dtype={self.dtype}, device='{self.device}')"
+
+
+class Module:
+    """Base class of every layer and model: call it to run ``forward``."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError("call Module.__init__() before assigning attributes")
+        for store in (self._parameters, self._buffers, self._modules):
+            store.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name, value):
+        """Register non-trainable state (an array or tensor) saved in ``state_dict`` and moved by
+        ``to``."""
+        tensor = value if isinstance(value, Tensor) else Tensor(value)
+        object.__setattr__(self, name, tensor)
+        self._buffers[name] = tensor
+        return tensor
+
+    # --- traversal ---------------------------------------------------------------------------------
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, module in self._modules.items():
+            yield from module.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def children(self):
+        return iter(self._modules.values())
+
+    def named_parameters(self, prefix=""):
+        for module_name, module in self.named_modules(prefix):
+            for name, p in module._parameters.items():
+                yield (f"{module_name}.{name}" if module_name else name), p
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix=""):
+        for module_name, module in self.named_modules(prefix):
+            for name, b in module._buffers.items():
+                yield (f"{module_name}.{name}" if module_name else name), b
+
+    def buffers(self):
+        return [b for _, b in self.named_buffers()]
+
+    def num_parameters(self) -> int:
+        return int(sum(p.size for p in self.parameters()))
+
+    def num_buffer_values(self) -> int:
+        return int(sum(b.size for b in self.buffers()))
+
+    # --- modes, devices, gradients -----------------------------------------------------------------
+    def train(self, mode: bool = True):
+        """Training mode (batch norm uses and updates batch statistics). Returns self."""
+        for _, module in self.named_modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self):
+        """Evaluation mode (batch norm uses its running statistics). Returns self."""
+        return self.train(False)
+
+    def to(self, device: str):
+        """Move every parameter and buffer to ``"cpu"`` or ``"gpu"`` in place. Returns self."""
+        check_device(device)
+        for t in self.parameters() + self.buffers():
+            t.to(device)
+        return self
+
+    @property
+    def device(self) -> str:
+        params = self.parameters()
+        return params[0].device if params else "cpu"
+
+    def astype(self, dtype):
+        """Cast every floating parameter and buffer to ``dtype`` in place. Returns self."""
+        for t in self.parameters() + self.buffers():
+            if t.dtype.kind == "f":
+                t.data = t.data.astype(dtype)
+                t._node.dtype = t.data.dtype
+                t.zero_grad()
+        return self
+
+    def zero_grad(self):
+        """Forget every parameter's accumulated gradient."""
+        for p in self.parameters():
+            p.zero_grad()
+
+    # --- state -------------------------------------------------------------------------------------
+    def state_dict(self):
+        """Copies of every parameter and buffer, by dotted name (arrays on their device)."""
+        state = OrderedDict()
+        for name, t in list(self.named_parameters()) + list(self.named_buffers()):
+            state[name] = t.data.copy()
+        return state
+
+    def load_state_dict(self, state, strict: bool = True):
+        """Copy arrays from ``state`` into this module's parameters and buffers (on their device).
+
+        With ``strict`` (the default) a missing or unexpected key raises ``KeyError``; a shape that
+        differs always raises ``ValueError``. Each message names the key.
+        """
+        own = OrderedDict(list(self.named_parameters()) + list(self.named_buffers()))
+        if strict:
+            missing = [k for k in own if k not in state]
+            unexpected = [k for k in state if k not in own]
+            if missing:
+                raise KeyError(f"state dict is missing {len(missing)} key(s), first {missing[0]!r}")
+            if unexpected:
+                raise KeyError(f"state dict has {len(unexpected)} unexpected key(s), "
+                               f"first {unexpected[0]!r}")
+        for name, t in own.items():
+            if name not in state:
+                continue
+            value = state[name]
+            if tuple(value.shape) != tuple(t.shape):
+                raise ValueError(f"state dict entry {name!r} has shape {tuple(value.shape)}, the "
+                                 f"model expects {tuple(t.shape)}")
+        for name, t in own.items():
+            if name in state:
+                xp = get_array_module(t.data)
+                value = state[name]
+                if xp is np:
+                    value = as_numpy(value)
+                t.data[...] = xp.asarray(value).astype(t.dtype, copy=False)
+        return self
+
+    # --- calling -----------------------------------------------------------------------------------
+    def forward(self, *args, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, module in self._modules.items():
+            child = repr(module).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {child}")
+        if len(lines) == 1:
+            return lines[0] + ")"
+        return "\n".join(lines) + "\n)"

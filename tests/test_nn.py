@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+
+import minifrrn as mf
+import minifrrn.functional as F
+from minifrrn import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, bias=True)
+        self.bn = nn.BatchNorm2d(3)
+        self.body = nn.Sequential(nn.ReLU(), nn.Conv2d(3, 2, 1))
+
+    def forward(self, x):
+        return self.body(self.bn(self.conv(x)))
+
+
+def test_parameters_and_buffers_are_separate():
+    net = Net()
+    names = [n for n, _ in net.named_parameters()]
+    assert names == ["conv.weight", "conv.bias", "bn.weight", "bn.bias", "body.1.weight"]
+    assert [n for n, _ in net.named_buffers()] == ["bn.running_mean", "bn.running_var"]
+    assert all(p.requires_grad for p in net.parameters())
+    assert not any(b.requires_grad for b in net.buffers())
+
+
+def test_state_dict_round_trip_restores_outputs():
+    x = mf.tensor(np.random.default_rng(0).random((2, 2, 5, 5)).astype(np.float32))
+    a, b = Net(), Net()
+    a(x)  # move the running statistics
+    a.eval()
+    b.load_state_dict(a.state_dict())
+    b.eval()
+    np.testing.assert_array_equal(a(x).data, b(x).data)
+
+
+def test_strict_load_names_the_key():
+    net = Net()
+    state = net.state_dict()
+    del state["bn.running_var"]
+    with pytest.raises(KeyError, match="bn.running_var"):
+        Net().load_state_dict(state)
+    state = net.state_dict()
+    state["extra"] = np.zeros(1)
+    with pytest.raises(KeyError, match="extra"):
+        Net().load_state_dict(state)
+    state = net.state_dict()
+    state["conv.weight"] = np.zeros((1, 1, 1, 1))
+    with pytest.raises(ValueError, match="conv.weight"):
+        Net().load_state_dict(state)
+
+
+def test_train_and_eval_switch_batch_norm():
+    net = Net()
+    x = mf.tensor(np.random.default_rng(1).random((4, 2, 6, 6)).astype(np.float32) * 3 + 2)
+    net.train()
+    net(x)
+    moved = net.bn.running_mean.data.copy()
+    assert np.abs(moved).sum() > 0
+    net.eval()
+    assert not net.bn.training
+    net(x)
+    np.testing.assert_array_equal(net.bn.running_mean.data, moved)
+
+
+def test_zero_grad_and_to_cpu():
+    net = Net()
+    x = mf.tensor(np.random.default_rng(2).random((2, 2, 4, 4)).astype(np.float32))
+    net(x).sum().backward()
+    assert net.conv.weight.grad is not None
+    net.zero_grad()
+    assert all(p.grad is None for p in net.parameters())
+    assert net.to("cpu") is net and net.device == "cpu"
+
+
+def test_module_gradcheck_casts_parameters_and_restores_them():
+    net = Net()
+    report = mf.gradcheck(net, [np.random.default_rng(3).random((2, 2, 4, 4))], mode="directional")
+    assert report.ok and net.conv.weight.dtype == np.float32
