@@ -1,10 +1,65 @@
-"""`minifrrn eval`: not implemented yet."""
-from . import NotImplementedCommand
+"""`minifrrn eval`: the four official Cityscapes scores, for a checkpoint or a folder of PNGs."""
+import json
+from pathlib import Path
+
+from . import CLIError
 
 
 def add_arguments(parser):
-    pass
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a training checkpoint (.npz) to predict with")
+    source.add_argument("--predictions", help="a folder of label-id PNGs named <city>_<seq>_<frame>*")
+    parser.add_argument("--data", required=True, help="Cityscapes-format dataset root")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--json", help="also write the results as JSON to this file")
+    parser.add_argument("--device", default="cpu", help="cpu or gpu (with --checkpoint)")
+    parser.add_argument("--batch-size", type=int, default=1)
+
+
+def evaluate_folder(predictions, data, split="val"):
+    """Score label-id PNGs (one per ground-truth frame, matched by name) as the official script does."""
+    from ..data.cityscapes import find_frames, read_instance_ids, read_label_ids
+    from ..metrics import CityscapesEvaluator
+    folder = Path(predictions)
+    if not folder.is_dir():
+        raise CLIError(f"prediction folder {folder} does not exist")
+    frames = find_frames(data, split)
+    by_frame = {}
+    names = {f.name for f in frames}
+    for path in sorted(folder.rglob("*.png")):
+        stem = "_".join(path.name.split("_")[:3])
+        if stem in names:
+            if stem in by_frame:
+                raise CLIError(f"two predictions for frame {stem}: {by_frame[stem]} and {path}")
+            by_frame[stem] = path
+    evaluator = CityscapesEvaluator()
+    for frame in frames:
+        if frame.name not in by_frame:
+            raise CLIError(f"no prediction for frame {frame.name} in {folder}")
+        prediction = read_label_ids(by_frame[frame.name])
+        gt = read_label_ids(frame.label_path)
+        instances = read_instance_ids(frame.instance_path) if frame.instance_path.exists() else None
+        evaluator.add(prediction, gt, instances, name=frame.name)
+    return evaluator.results()
+
+
+def report(results, json_path=None):
+    from ..metrics import format_table
+    print(format_table(results))
+    print(f"IoU class {results['averageScoreClasses']:.3f}  iIoU class "
+          f"{results['averageScoreInstClasses']:.3f}  IoU category "
+          f"{results['averageScoreCategories']:.3f}  iIoU category "
+          f"{results['averageScoreInstCategories']:.3f}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=1))
 
 
 def run(args):
-    raise NotImplementedCommand("'minifrrn eval' is not implemented yet")
+    if args.checkpoint:
+        from ..training import evaluate_checkpoint
+        results = evaluate_checkpoint(args.checkpoint, args.data, args.split, device=args.device,
+                                      batch_size=args.batch_size)
+    else:
+        results = evaluate_folder(args.predictions, args.data, args.split)
+    report(results, args.json)
+    return 0

@@ -1,0 +1,40 @@
+"""FRRN's augmentations (FRRN.md, "Training")."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .labels import VOID
+
+__all__ = ["translate", "random_translate", "gamma_from", "random_gamma"]
+
+
+def translate(image, target, dy, dx):
+    """Shift image (H, W, 3) and target (H, W) by (dy, dx) pixels: content moves down/right for
+    positive shifts. The image is reflection-padded, the target void where the source is outside."""
+    H, W = target.shape
+    pad = max(abs(dy), abs(dx))
+    if pad == 0:
+        return image, target
+    padded_image = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="reflect") \
+        if pad < min(H, W) else np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    padded_target = np.pad(target, pad, mode="constant", constant_values=VOID)
+    y0, x0 = pad - dy, pad - dx
+    return (padded_image[y0:y0 + H, x0:x0 + W].copy(), padded_target[y0:y0 + H, x0:x0 + W].copy())
+
+
+def random_translate(image, target, max_shift, rng):
+    """Integer shift drawn uniformly per axis from [−max_shift, max_shift]."""
+    dy, dx = (int(v) for v in rng.integers(-max_shift, max_shift + 1, size=2))
+    return translate(image, target, dy, dx)
+
+
+def gamma_from(z):
+    """γ = log(0.5 + z/√2) / log(0.5 − z/√2)."""
+    return math.log(0.5 + z / math.sqrt(2)) / math.log(0.5 - z / math.sqrt(2))
+
+
+def random_gamma(image, rng):
+    """img ← img^γ with z ~ U(−0.05, 0.05)."""
+    return np.power(image, np.float32(gamma_from(rng.uniform(-0.05, 0.05))), dtype=np.float32)

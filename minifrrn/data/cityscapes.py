@@ -1,0 +1,168 @@
+"""Reading Cityscapes (and anything in its layout), with FRRN's preprocessing.
+
+    root/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png     RGB
+    root/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png      L, ids 0..33
+    root/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_instanceIds.png   16-bit
+
+A sample is a dict: ``image`` float32 (3, H, W) in [0, 1], ``target`` uint8 (H, W) trainIds with 255
+for void, ``name`` ``<city>_<seq>_<frame>``. Downsampling by an integer factor f uses Pillow's Lanczos
+filter for images and a majority vote per f×f cell for labels (void where the winner holds at most half
+of the cell), as FRRN.md prescribes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .augment import random_gamma, random_translate
+from .labels import ID2TRAIN, VOID
+
+__all__ = ["Cityscapes", "Frame", "find_frames", "read_image", "read_label_ids", "read_instance_ids",
+           "downsample_labels", "downsample_image"]
+
+
+@dataclass(frozen=True)
+class Frame:
+    name: str
+    image_path: Path
+    label_path: Path
+    instance_path: Path
+
+
+def find_frames(root, split):
+    """Every frame of ``split`` under ``root``, sorted by name; errors name the missing path."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} does not exist (expected a folder with "
+                                f"leftImg8bit/ and gtFine/)")
+    image_dir = root / "leftImg8bit" / split
+    label_dir = root / "gtFine" / split
+    for folder in (image_dir, label_dir):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"split folder {folder} does not exist")
+    frames = []
+    for image_path in sorted(image_dir.glob("*/*_leftImg8bit.png")):
+        stem = image_path.name[:-len("_leftImg8bit.png")]
+        city = image_path.parent.name
+        label_path = label_dir / city / f"{stem}_gtFine_labelIds.png"
+        if not label_path.exists():
+            raise FileNotFoundError(f"image {image_path} has no labels: {label_path} is missing")
+        frames.append(Frame(stem, image_path, label_path,
+                            label_dir / city / f"{stem}_gtFine_instanceIds.png"))
+    if not frames:
+        raise FileNotFoundError(f"no *_leftImg8bit.png images under {image_dir}")
+    return frames
+
+
+def _open(path):
+    try:
+        image = Image.open(path)
+        image.load()
+        return image
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(f"{path} is not a readable PNG ({error})") from None
+
+
+def read_image(path):
+    """RGB uint8 (H, W, 3)."""
+    return np.asarray(_open(path).convert("RGB"))
+
+
+def read_label_ids(path):
+    """Label ids uint8 (H, W); a multi-channel file or an id outside 0..33 is an error naming it."""
+    image = _open(path)
+    if image.mode not in ("L", "P", "I;16", "I"):
+        raise ValueError(f"{path} has mode {image.mode} ({len(image.getbands())} channels): label "
+                         f"files must be single-channel label ids (mode L)")
+    ids = np.asarray(image)
+    if ids.ndim != 2:
+        raise ValueError(f"{path} has {ids.shape[-1]} channels: label ids must be single-channel")
+    if ids.size and (ids.max() > 33 or ids.min() < 0):
+        raise ValueError(f"{path} holds label id {int(ids.max())}, outside 0..33")
+    return ids.astype(np.uint8)
+
+
+def read_instance_ids(path):
+    """Instance ids as int32 (H, W), read as 16-bit (8-bit reading would destroy the ids)."""
+    image = _open(path)
+    return np.asarray(image).astype(np.int32)
+
+
+def downsample_image(image, factor):
+    """Lanczos downsampling of an RGB uint8 image by an integer factor."""
+    if factor == 1:
+        return image
+    H, W = image.shape[:2]
+    pil = Image.fromarray(image).resize((W // factor, H // factor), Image.LANCZOS)
+    return np.asarray(pil)
+
+
+def downsample_labels(train_ids, factor, num_values=256):
+    """Majority vote per factor×factor cell; void (255) where the winner holds ≤ half the cell."""
+    if factor == 1:
+        return train_ids
+    H, W = train_ids.shape
+    h, w = H // factor, W // factor
+    cells = train_ids[:h * factor, :w * factor].reshape(h, factor, w, factor)
+    cells = cells.transpose(0, 2, 1, 3).reshape(h * w, factor * factor).astype(np.int64)
+    # one bincount over (cell, value) pairs counts every value in every cell at once
+    flat = (np.arange(h * w)[:, None] * num_values + cells).ravel()
+    counts = np.bincount(flat, minlength=h * w * num_values).reshape(h * w, num_values)
+    winner = counts.argmax(axis=1)
+    held = counts[np.arange(h * w), winner]
+    out = np.where(held * 2 > factor * factor, winner, VOID).astype(np.uint8)
+    return out.reshape(h, w)
+
+
+class Cityscapes:
+    """A Cityscapes-format split: ``len(ds)``, ``ds[i]``, ``ds.load(i, epoch)``, ``ds.frames``.
+
+    Args:
+        root: dataset folder with ``leftImg8bit/`` and ``gtFine/``.
+        split: ``train``, ``val`` (``test`` is refused for training: its labels are empty).
+        downsample: integer factor (FRRN A trains at 4, B at 2).
+        augment: random translation by up to ``max_shift`` pixels (default: 30 at ×4, 40 otherwise)
+            with reflection-padded images and void-filled labels, and random gamma.
+        seed: augmentation is a pure function of (seed, epoch, index).
+    """
+
+    def __init__(self, root, split="train", downsample=1, augment=False, max_shift=None, gamma=True,
+                 seed=0, for_training=True):
+        if split == "test" and for_training:
+            raise ValueError("split 'test' has no usable labels in Cityscapes (ids 0-3 only): train "
+                             "and evaluate on 'train' and 'val'")
+        if not isinstance(downsample, int) or downsample < 1:
+            raise ValueError(f"downsample must be a positive integer, got {downsample!r}")
+        self.root, self.split, self.downsample = Path(root), split, downsample
+        self.augment, self.gamma, self.seed = augment, gamma, seed
+        self.max_shift = (30 if downsample >= 4 else 40) if max_shift is None else max_shift
+        self.frames = find_frames(root, split)
+
+    def __len__(self):
+        return len(self.frames)
+
+    def __getitem__(self, index):
+        return self.load(index, epoch=0)
+
+    def load(self, index, epoch=0):
+        frame = self.frames[index]
+        image = read_image(frame.image_path)
+        ids = read_label_ids(frame.label_path)
+        if image.shape[:2] != ids.shape:
+            raise ValueError(f"{frame.label_path} is {ids.shape[1]}x{ids.shape[0]} but its image is "
+                             f"{image.shape[1]}x{image.shape[0]}")
+        image = downsample_image(image, self.downsample)
+        target = downsample_labels(ID2TRAIN[ids], self.downsample)
+        image = image.astype(np.float32) / 255.0
+        if self.augment:
+            rng = np.random.default_rng([self.seed, epoch, index])
+            image, target = random_translate(image, target, self.max_shift, rng)
+            if self.gamma:
+                image = random_gamma(image, rng)
+        return {"image": np.ascontiguousarray(image.transpose(2, 0, 1)), "target": target,
+                "name": frame.name}

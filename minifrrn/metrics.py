@@ -1,0 +1,218 @@
+"""The official Cityscapes pixel-level metrics, reproduced exactly, and a fast training-time mIoU.
+
+``CityscapesEvaluator`` follows cityscapesscripts' evalPixelLevelSemanticLabeling (CITYSCAPES.md §3):
+a 34×34 confusion matrix over *label ids* (rows ground truth, columns prediction; every pixel counted),
+
+* IoU of class c: TP / (TP + FP + FN), where FN counts every prediction on GT = c pixels that is not c,
+  and FP counts predictions of c only on pixels whose GT id is *not ignored* (void GT is free);
+* iIoU of class c: the same with TP and FN weighted per instance by avgClassSize / instance size
+  (only pixels of individual instances, instanceIds > 1000), FP unweighted;
+* category IoU: confusion inside a category counts as correct;
+* category iIoU (human, vehicle): the category mask of the prediction includes *every*
+  instance-capable id of the category, caravan and trailer too, and so does its FP;
+* averages over the entries that are not NaN.
+
+``ConfusionMatrix`` is the fast trainId version used for validation during training.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import as_numpy, get_array_module
+from .data.labels import AVG_CLASS_SIZE, ID_TO_LABEL, LABELS, NUM_CLASSES
+
+__all__ = ["CityscapesEvaluator", "ConfusionMatrix", "format_table"]
+
+NUM_IDS = 34
+_IDS = range(NUM_IDS)
+_IGNORED = np.array([ID_TO_LABEL[i].ignoreInEval for i in _IDS])
+_EVAL_CLASSES = [i for i in _IDS if not _IGNORED[i]]
+_INST_CLASSES = [i for i in _EVAL_CLASSES if ID_TO_LABEL[i].hasInstances]
+_CATEGORIES = []
+for _label in LABELS:
+    if _label.category not in _CATEGORIES:
+        _CATEGORIES.append(_label.category)
+_CATEGORY_OF = np.array([ID_TO_LABEL[i].category for i in _IDS])
+_INST_CATEGORIES = ["human", "vehicle"]
+#: every instance-capable id of a category, ignored ones included (the category-iIoU mask)
+_CATEGORY_ALL_INSTANCE_IDS = {cat: [l.id for l in LABELS if l.category == cat and l.hasInstances]
+                              for cat in _INST_CATEGORIES}
+
+
+def _div(a, b):
+    return float(a) / float(b) if b > 0 else float("nan")
+
+
+def _nanmean(values):
+    values = [v for v in values if not np.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+class CityscapesEvaluator:
+    """Accumulate frames with ``add(prediction, gt_label_ids, gt_instance_ids)``; ``results()``
+    returns the official scores under the official JSON keys."""
+
+    def __init__(self):
+        self.confusion = np.zeros((NUM_IDS, NUM_IDS), np.uint64)
+        self.tp_weighted = np.zeros(NUM_IDS)
+        self.fn_weighted = np.zeros(NUM_IDS)
+        self.cat_tp_weighted = {c: 0.0 for c in _INST_CATEGORIES}
+        self.cat_fn_weighted = {c: 0.0 for c in _INST_CATEGORIES}
+        self.frames = 0
+
+    def add(self, prediction, gt_label_ids, gt_instance_ids=None, name=None):
+        where = f" (frame {name})" if name else ""
+        pred = as_numpy(prediction)
+        gt = as_numpy(gt_label_ids)
+        if pred.ndim != 2:
+            raise ValueError(f"prediction{where} must be a single-channel (H, W) map of label ids, "
+                             f"got shape {pred.shape}")
+        if pred.shape != gt.shape:
+            raise ValueError(f"prediction{where} is {pred.shape[1]}x{pred.shape[0]} but the ground "
+                             f"truth is {gt.shape[1]}x{gt.shape[0]}: predict at full resolution")
+        pred = pred.astype(np.int64)
+        gt = gt.astype(np.int64)
+        if pred.size and (pred.min() < 0 or pred.max() >= NUM_IDS):
+            raise ValueError(f"prediction{where} holds id {int(pred.max())}: predictions must be "
+                             f"label ids 0..33 (map trainIds with TRAIN2ID, never write 255)")
+        if gt.size and (gt.min() < 0 or gt.max() >= NUM_IDS):
+            raise ValueError(f"ground truth{where} holds unknown label id {int(gt.max())}")
+        self.confusion += np.bincount((gt * NUM_IDS + pred).ravel(),
+                                      minlength=NUM_IDS * NUM_IDS).reshape(NUM_IDS, NUM_IDS).astype(
+                                          np.uint64)
+        if gt_instance_ids is not None:
+            inst = as_numpy(gt_instance_ids).astype(np.int64)
+            if inst.shape != gt.shape:
+                raise ValueError(f"instance ids{where} have shape {inst.shape}, labels {gt.shape}")
+            for iid in np.unique(inst[inst > 1000]):
+                lid = int(iid // 1000)
+                label = ID_TO_LABEL[lid]
+                if label.ignoreInEval:
+                    continue
+                mask = inst == iid
+                size = int(mask.sum())
+                weight = AVG_CLASS_SIZE[label.name] / size
+                hits = pred[mask]
+                tp = int((hits == lid).sum())
+                self.tp_weighted[lid] += tp * weight
+                self.fn_weighted[lid] += (size - tp) * weight
+                if label.category in _INST_CATEGORIES:
+                    cat_tp = int(np.isin(hits, _CATEGORY_ALL_INSTANCE_IDS[label.category]).sum())
+                    self.cat_tp_weighted[label.category] += cat_tp * weight
+                    self.cat_fn_weighted[label.category] += (size - cat_tp) * weight
+        self.frames += 1
+
+    # --- scores --------------------------------------------------------------------------------
+    def _fp(self, columns, exclude_rows):
+        rows = [r for r in _IDS if not _IGNORED[r] and r not in exclude_rows]
+        return self.confusion[np.ix_(rows, columns)].sum(dtype=np.float64)
+
+    def class_iou(self, c):
+        if _IGNORED[c]:
+            return float("nan")
+        tp = float(self.confusion[c, c])
+        fn = float(self.confusion[c].sum(dtype=np.float64)) - tp
+        return _div(tp, tp + self._fp([c], {c}) + fn)
+
+    def class_iiou(self, c):
+        if _IGNORED[c] or not ID_TO_LABEL[c].hasInstances:
+            return float("nan")
+        tp, fn = self.tp_weighted[c], self.fn_weighted[c]
+        return _div(tp, tp + self._fp([c], {c}) + fn)
+
+    def category_iou(self, category):
+        ids = [i for i in _IDS if _CATEGORY_OF[i] == category and not _IGNORED[i]]
+        if not ids:
+            return float("nan")
+        block = self.confusion[np.ix_(ids, ids)].sum(dtype=np.float64)
+        fn = self.confusion[ids].sum(dtype=np.float64) - block
+        others = {i for i in _IDS if _CATEGORY_OF[i] == category}
+        return _div(block, block + self._fp(ids, others) + fn)
+
+    def category_iiou(self, category):
+        if category not in _INST_CATEGORIES:
+            return float("nan")
+        all_ids = _CATEGORY_ALL_INSTANCE_IDS[category]
+        others = {i for i in _IDS if _CATEGORY_OF[i] == category}
+        tp, fn = self.cat_tp_weighted[category], self.cat_fn_weighted[category]
+        return _div(tp, tp + self._fp(all_ids, others) + fn)
+
+    def results(self):
+        names = {i: ID_TO_LABEL[i].name for i in _IDS}
+        class_scores = {names[i]: self.class_iou(i) for i in _IDS}
+        class_inst = {names[i]: self.class_iiou(i) for i in _IDS}
+        cat_scores = {c: self.category_iou(c) for c in _CATEGORIES}
+        cat_inst = {c: self.category_iiou(c) for c in _CATEGORIES}
+        return {
+            "averageScoreClasses": _nanmean(list(class_scores.values())),
+            "averageScoreInstClasses": _nanmean(list(class_inst.values())),
+            "averageScoreCategories": _nanmean(list(cat_scores.values())),
+            "averageScoreInstCategories": _nanmean(list(cat_inst.values())),
+            "classScores": class_scores, "classInstScores": class_inst,
+            "categoryScores": cat_scores, "categoryInstScores": cat_inst,
+            "confMatrix": self.confusion.tolist(),
+        }
+
+
+def format_table(results):
+    """The per-class and per-category tables and the four averages, as printable text."""
+    lines = [f"{'class':<15}{'IoU':>8}{'iIoU':>8}"]
+    for i in _EVAL_CLASSES:
+        name = ID_TO_LABEL[i].name
+        iou, iiou = results["classScores"][name], results["classInstScores"][name]
+        lines.append(f"{name:<15}{iou:>8.3f}{'' if np.isnan(iiou) and not ID_TO_LABEL[i].hasInstances else f'{iiou:8.3f}':>8}")
+    lines.append("-" * 31)
+    lines.append(f"{'Score Average':<15}{results['averageScoreClasses']:>8.3f}"
+                 f"{results['averageScoreInstClasses']:>8.3f}")
+    lines.append("")
+    lines.append(f"{'category':<15}{'IoU':>8}{'iIoU':>8}")
+    for c in _CATEGORIES:
+        if c == "void":
+            continue
+        iiou = results["categoryInstScores"][c]
+        lines.append(f"{c:<15}{results['categoryScores'][c]:>8.3f}"
+                     f"{'' if c not in _INST_CATEGORIES else f'{iiou:8.3f}':>8}")
+    lines.append("-" * 31)
+    lines.append(f"{'Score Average':<15}{results['averageScoreCategories']:>8.3f}"
+                 f"{results['averageScoreInstCategories']:>8.3f}")
+    return "\n".join(lines)
+
+
+class ConfusionMatrix:
+    """A (num_classes × num_classes) confusion matrix over trainIds, void pixels skipped.
+
+    ``add(prediction, target)`` accepts NumPy or CuPy arrays (the counting runs where the data is);
+    ``iou()`` per class (NaN for classes absent from both), ``miou()`` their mean over non-NaN,
+    ``pixel_accuracy()``.
+    """
+
+    def __init__(self, num_classes=NUM_CLASSES, ignore_index=255):
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.matrix = np.zeros((num_classes, num_classes), np.int64)
+
+    def add(self, prediction, target):
+        xp = get_array_module(prediction, target)
+        pred = prediction.astype(xp.int64).ravel()
+        tgt = target.astype(xp.int64).ravel()
+        if pred.shape != tgt.shape:
+            raise ValueError(f"prediction has {pred.size} pixels but target has {tgt.size}")
+        valid = tgt != self.ignore_index
+        k = self.num_classes
+        counts = xp.bincount(tgt[valid] * k + pred[valid], minlength=k * k)
+        self.matrix += as_numpy(counts[:k * k]).reshape(k, k)
+
+    def iou(self):
+        tp = np.diag(self.matrix).astype(np.float64)
+        denom = self.matrix.sum(axis=0) + self.matrix.sum(axis=1) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(denom > 0, tp / np.maximum(denom, 1), np.nan)
+
+    def miou(self):
+        return _nanmean(list(self.iou()))
+
+    def pixel_accuracy(self):
+        total = self.matrix.sum()
+        return float(np.diag(self.matrix).sum() / total) if total else float("nan")
+
+    def reset(self):
+        self.matrix[...] = 0

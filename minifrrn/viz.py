@@ -1,0 +1,79 @@
+"""Pictures: label colours, overlays, prediction grids and training curves (matplotlib, no window)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import as_numpy
+from .data.labels import CLASS_NAMES, PALETTE
+
+__all__ = ["colorize", "overlay", "save_prediction_grid", "plot_curves"]
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def colorize(train_ids):
+    """trainIds (H, W) -> RGB uint8 in the Cityscapes colours (void black)."""
+    return PALETTE[as_numpy(train_ids).astype(np.int64) % 256]
+
+
+def _rgb(image):
+    image = as_numpy(image)
+    if image.ndim == 3 and image.shape[0] == 3:
+        image = image.transpose(1, 2, 0)
+    if image.dtype != np.uint8:
+        image = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return image
+
+
+def overlay(image, train_ids, alpha=0.5):
+    """The image blended with the label colours."""
+    return (_rgb(image) * (1 - alpha) + colorize(train_ids) * alpha + 0.5).astype(np.uint8)
+
+
+def save_prediction_grid(path, images, targets, predictions, titles=None):
+    """Rows of image | ground truth | prediction, with a legend of the classes present."""
+    plt = _plt()
+    from matplotlib.patches import Patch
+    n = len(images)
+    fig, axes = plt.subplots(n, 3, figsize=(12, 2.3 * n + 0.8), squeeze=False)
+    present = set()
+    for i in range(n):
+        t, p = as_numpy(targets[i]), as_numpy(predictions[i])
+        present |= set(np.unique(t[t < 19]).tolist()) | set(np.unique(p[p < 19]).tolist())
+        for ax, picture, title in zip(axes[i], (_rgb(images[i]), colorize(t), colorize(p)),
+                                      ("image", "ground truth", "prediction")):
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_axis_off()
+            if i == 0:
+                ax.set_title(title)
+        if titles:
+            axes[i, 0].text(2, 10, titles[i], color="white", fontsize=8,
+                            bbox=dict(facecolor="black", alpha=0.5, pad=1))
+    handles = [Patch(color=PALETTE[c] / 255.0, label=CLASS_NAMES[c]) for c in sorted(present)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_curves(path, steps, losses, val_steps=None, val_ious=None):
+    """Training loss (and validation mIoU on a second axis) against the step."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, losses, color="tab:blue", lw=1, label="training loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss", color="tab:blue")
+    if val_steps:
+        ax2 = ax.twinx()
+        ax2.plot(val_steps, val_ious, "o-", color="tab:orange", label="validation mIoU")
+        ax2.set_ylabel("mIoU", color="tab:orange")
+        ax2.set_ylim(0, 1)
+    ax.set_title("training curves")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,52 @@
+"""`minifrrn synth` and `minifrrn eval --predictions` end to end."""
+import shutil
+
+import numpy as np
+from PIL import Image
+
+from minifrrn.cli import main
+
+
+def test_synth_then_eval_perfect_predictions(tmp_path, capsys):
+    root = tmp_path / "data"
+    assert main(["synth", "--out", str(root), "--train", "2", "--val", "3", "--height", "32",
+                 "--width", "64"]) == 0
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for label in (root / "gtFine" / "val").rglob("*_labelIds.png"):
+        stem = label.name[:-len("_gtFine_labelIds.png")]
+        shutil.copy(label, preds / f"{stem}_leftImg8bit.png")
+    assert main(["eval", "--predictions", str(preds), "--data", str(root), "--json",
+                 str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "IoU class 1.000" in out and (tmp_path / "r.json").exists()
+
+
+def test_eval_names_a_missing_prediction(tmp_path, capsys):
+    root = tmp_path / "data"
+    main(["synth", "--out", str(root), "--train", "1", "--val", "2", "--height", "16", "--width", "32"])
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    labels = sorted((root / "gtFine" / "val").rglob("*_labelIds.png"))
+    shutil.copy(labels[0], preds / labels[0].name)
+    assert main(["eval", "--predictions", str(preds), "--data", str(root)]) == 2
+    err = capsys.readouterr().err
+    missing = labels[1].name[:-len("_gtFine_labelIds.png")]
+    assert f"no prediction for frame {missing}" in err
+
+
+def test_eval_rejects_predictions_of_the_wrong_size(tmp_path, capsys):
+    root = tmp_path / "data"
+    main(["synth", "--out", str(root), "--train", "1", "--val", "1", "--height", "16", "--width", "32"])
+    label = next((root / "gtFine" / "val").rglob("*_labelIds.png"))
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    Image.fromarray(np.full((8, 8), 7, np.uint8)).save(preds / label.name)
+    assert main(["eval", "--predictions", str(preds), "--data", str(root)]) == 2
+    assert "full resolution" in capsys.readouterr().err
+
+
+def test_eval_missing_dataset_exits_2(tmp_path, capsys):
+    (tmp_path / "p").mkdir()
+    assert main(["eval", "--predictions", str(tmp_path / "p"), "--data", str(tmp_path / "none")]) == 2
+    assert "does not exist" in capsys.readouterr().err

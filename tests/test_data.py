@@ -1,0 +1,171 @@
+"""The label table, the Cityscapes reader, augmentation, the loader and the synthetic scenes."""
+import json
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_fixtures import write_frame
+from minifrrn.data import Cityscapes, DataLoader, downsample_labels, labels, synth, write_prediction
+from minifrrn.data.augment import gamma_from, translate
+
+
+def test_label_table_and_luts():
+    assert len(labels.LABELS) == 35
+    expected = np.full(256, 255, np.uint8)
+    expected[[7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33]] = np.arange(19)
+    np.testing.assert_array_equal(labels.ID2TRAIN, expected)
+    np.testing.assert_array_equal(labels.ID2TRAIN[labels.TRAIN2ID], np.arange(19))
+    assert labels.CLASS_NAMES[0] == "road" and labels.CLASS_NAMES[18] == "bicycle"
+    assert tuple(labels.PALETTE[13]) == (0, 0, 142) and tuple(labels.PALETTE[255]) == (0, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    return synth.generate(tmp_path_factory.mktemp("synth"), n_train=6, n_val=3, height=32, width=64)
+
+
+def test_synthetic_files_have_the_official_formats(synthetic):
+    gt = sorted((synthetic / "gtFine" / "train").rglob("*_labelIds.png"))
+    assert len(gt) == 6
+    stem = gt[0].name[:-len("_gtFine_labelIds.png")]
+    folder = gt[0].parent
+    assert Image.open(gt[0]).mode == "L"
+    assert Image.open(folder / f"{stem}_gtFine_instanceIds.png").mode == "I;16"
+    assert Image.open(folder / f"{stem}_gtFine_color.png").mode == "RGBA"
+    assert "objects" in json.loads((folder / f"{stem}_gtFine_polygons.json").read_text())
+    names = [p.name for p in (synthetic / "leftImg8bit").rglob("*.png")]
+    assert any("_000019_" in n for n in names) and any("_000019_" not in n for n in names)
+    assert {p.name for p in (synthetic / "leftImg8bit" / "val").iterdir()} <= {"frankfurt", "lindau",
+                                                                               "munster"}
+
+
+def test_synthetic_instance_invariant_and_content(synthetic):
+    seen = set()
+    for path in (synthetic / "gtFine").rglob("*_labelIds.png"):
+        ids = np.asarray(Image.open(path))
+        inst = np.asarray(Image.open(str(path).replace("labelIds", "instanceIds"))).astype(np.int64)
+        np.testing.assert_array_equal(ids, np.where(inst >= 1000, inst // 1000, inst))
+        seen |= set(np.unique(ids).tolist())
+        assert (inst > 1000).any()  # individual objects exist
+    assert {7, 8, 11, 23, 24, 26}.issubset(seen)
+
+
+def test_synthetic_is_reproducible(tmp_path):
+    a = synth.render_scene(np.random.default_rng(5), 32, 64)
+    b = synth.render_scene(np.random.default_rng(5), 32, 64)
+    for x, y in zip(a[:3], b[:3]):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_synthetic_colours_do_not_determine_the_class():
+    # the same RGB colour appears under several classes: a colour lookup cannot solve the task
+    image, ids, _, _ = synth.render_scene(np.random.default_rng(1), 64, 128)
+    quantised = (image // 32).reshape(-1, 3)
+    keys = quantised[:, 0] * 64 + quantised[:, 1] * 8 + quantised[:, 2]
+    classes = labels.ID2TRAIN[ids.ravel()]
+    ambiguous = sum(len(np.unique(classes[keys == k])) > 1 for k in np.unique(keys))
+    assert ambiguous >= 5
+
+
+def test_reader_maps_ids_and_voids(tmp_path):
+    ids = np.array([[7, 8, 0, 26], [26, 1, 33, 9]], np.uint8)
+    ids = np.kron(ids, np.ones((4, 4), np.uint8))
+    write_frame(tmp_path, "train", "aachen", "aachen_000001_000294", ids)
+    sample = Cityscapes(tmp_path, "train")[0]
+    assert sample["image"].shape == (3, 8, 16) and sample["image"].dtype == np.float32
+    assert sample["image"].max() <= 1.0 and sample["name"] == "aachen_000001_000294"
+    np.testing.assert_array_equal(sample["target"], labels.ID2TRAIN[ids])
+    assert sample["target"][0, 8] == 255 and sample["target"][4, 4] == 255  # unlabeled, ego vehicle
+
+
+def test_majority_vote_downsampling_by_hand():
+    t = np.array([[0, 0, 5, 5],
+                  [0, 1, 5, 6],
+                  [2, 2, 3, 4],
+                  [2, 255, 7, 8]], np.uint8)
+    # cells: {0,0,0,1} -> 0 (3/4); {5,5,5,6} -> 5; {2,2,2,255} -> 2; {3,4,7,8} -> void (1/4 ≤ half)
+    np.testing.assert_array_equal(downsample_labels(t, 2), [[0, 5], [2, 255]])
+    tie = np.array([[1, 1], [2, 2]], np.uint8)
+    assert downsample_labels(tie, 2)[0, 0] == 255  # exactly half is not a majority
+
+
+def test_translation_keeps_image_and_label_aligned():
+    H, W = 12, 16
+    label = (np.arange(H * W) % 19).reshape(H, W).astype(np.uint8)
+    image = np.repeat(label[..., None].astype(np.float32) / 18.0, 3, axis=2)  # label-coded image
+    img2, lab2 = translate(image, label, 3, -2)
+    valid = lab2 != 255
+    np.testing.assert_allclose(img2[..., 0][valid] * 18.0, lab2[valid], atol=1e-5)
+    assert not valid[:3].any() and not valid[:, -2:].any() and valid[3:, :-2].all()
+
+
+def test_gamma_formula():
+    z = 0.03
+    assert abs(gamma_from(z) - np.log(0.5 + z / np.sqrt(2)) / np.log(0.5 - z / np.sqrt(2))) < 1e-12
+    assert gamma_from(0.0) == 1.0
+
+
+def test_augmented_samples_are_deterministic_per_epoch(synthetic):
+    ds = Cityscapes(synthetic, "train", augment=True, max_shift=5, seed=3)
+    a, b, c = ds.load(1, epoch=2), ds.load(1, epoch=2), ds.load(1, epoch=3)
+    np.testing.assert_array_equal(a["image"], b["image"])
+    assert not np.array_equal(a["target"], c["target"]) or not np.array_equal(a["image"], c["image"])
+
+
+def test_loader_yields_every_sample_once_and_stops_its_threads(synthetic):
+    ds = Cityscapes(synthetic, "train", downsample=2)
+    before = threading.active_count()
+    with DataLoader(ds, batch_size=2, num_workers=2, seed=1) as loader:
+        names = [n for batch in loader for n in batch["name"]]
+        assert sorted(names) == sorted(f.name for f in ds.frames)
+        batch = next(iter(loader))
+        assert batch["image"].shape == (2, 3, 16, 32) and batch["target"].dtype == np.uint8
+        second = [n for b in loader.batches(1) for n in b["name"]]
+        assert sorted(second) == sorted(names) and second != names
+        resumed = [n for b in loader.batches(1, start=1) for n in b["name"]]
+        assert resumed == second[2:]
+    assert threading.active_count() <= before
+
+
+def test_bad_input_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Cityscapes(tmp_path / "nowhere")
+    ids = np.full((8, 8), 7, np.uint8)
+    write_frame(tmp_path, "train", "aachen", "aachen_000000_000019", ids)
+    with pytest.raises(FileNotFoundError, match="val"):
+        Cityscapes(tmp_path, "val")
+    with pytest.raises(ValueError, match="test"):
+        Cityscapes(tmp_path, "test")
+    label = tmp_path / "gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(label)
+    with pytest.raises(ValueError, match="aachen_000000_000019_gtFine_labelIds.png.*channel"):
+        Cityscapes(tmp_path)[0]
+    Image.fromarray(np.full((8, 8), 40, np.uint8)).save(label)
+    with pytest.raises(ValueError, match="label id 40"):
+        Cityscapes(tmp_path)[0]
+    label.write_bytes(b"not a png at all")
+    with pytest.raises(ValueError, match="not a readable PNG"):
+        Cityscapes(tmp_path)[0]
+    label.unlink()
+    with pytest.raises(FileNotFoundError, match="has no labels"):
+        Cityscapes(tmp_path)
+
+
+def test_write_prediction_uses_label_ids(tmp_path):
+    train_ids = np.array([[0, 13], [18, 10]])
+    write_prediction(tmp_path / "p.png", train_ids)
+    img = Image.open(tmp_path / "p.png")
+    assert img.mode == "L"
+    np.testing.assert_array_equal(np.asarray(img), [[7, 26], [33, 23]])
+    with pytest.raises(ValueError, match="trainIds 0..18"):
+        write_prediction(tmp_path / "q.png", np.array([[255]]))
+
+
+def test_ensure_synthetic_generates_once(tmp_path):
+    root = synth.ensure_synthetic(tmp_path / "s", n_train=2, n_val=1, height=16, width=32)
+    assert (root / "COMPLETE.json").exists()
+    stamp = (root / "COMPLETE.json").stat().st_mtime_ns
+    assert synth.ensure_synthetic(tmp_path / "s", n_train=2, n_val=1, height=16, width=32) == root
+    assert (root / "COMPLETE.json").stat().st_mtime_ns == stamp

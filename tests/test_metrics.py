@@ -1,0 +1,136 @@
+"""The official metrics on hand-computed cases (CITYSCAPES.md §3)."""
+import numpy as np
+import pytest
+
+from minifrrn.data.labels import AVG_CLASS_SIZE
+from minifrrn.metrics import CityscapesEvaluator, ConfusionMatrix, format_table
+
+ROAD, SIDEWALK, BUILDING, PERSON, RIDER, CAR, CARAVAN = 7, 8, 11, 24, 25, 26, 29
+
+
+def test_perfect_prediction_scores_one():
+    gt = np.array([[ROAD, ROAD, CAR, CAR], [SIDEWALK, PERSON, PERSON, 0]])
+    inst = np.where(np.isin(gt, [CAR]), CAR * 1000, np.where(gt == PERSON, PERSON * 1000 + 1, gt))
+    ev = CityscapesEvaluator()
+    ev.add(gt, gt, inst)
+    r = ev.results()
+    for key in ("averageScoreClasses", "averageScoreInstClasses", "averageScoreCategories",
+                "averageScoreInstCategories"):
+        assert r[key] == 1.0
+    assert np.isnan(r["classScores"]["sky"])  # absent and never predicted: dropped from the mean
+    assert "Score Average" in format_table(r)
+
+
+def test_class_iou_by_hand_with_void_ground_truth_free():
+    # GT:   road road road | sidewalk sidewalk | unlabeled(0) unlabeled(0)
+    # pred: road road side | sidewalk road     | road         sidewalk
+    gt = np.array([[ROAD, ROAD, ROAD, SIDEWALK, SIDEWALK, 0, 0]])
+    pred = np.array([[ROAD, ROAD, SIDEWALK, SIDEWALK, ROAD, ROAD, SIDEWALK]])
+    ev = CityscapesEvaluator()
+    ev.add(pred, gt)
+    r = ev.results()
+    # road: TP 2, FN 1, FP 1 (the sidewalk pixel; the void pixel predicted road is not FP) -> 2/4
+    assert r["classScores"]["road"] == pytest.approx(2 / 4)
+    # sidewalk: TP 1, FN 1, FP 1 -> 1/3
+    assert r["classScores"]["sidewalk"] == pytest.approx(1 / 3)
+    assert r["averageScoreClasses"] == pytest.approx((0.5 + 1 / 3) / 2)
+    # category flat: confusion inside the category is correct: TP 5, FN 0, FP 0
+    assert r["categoryScores"]["flat"] == 1.0
+
+
+def test_ignored_prediction_counts_as_false_negative():
+    gt = np.array([[CAR, CAR, CAR, CAR]])
+    pred = np.array([[CAR, CAR, CARAVAN, 0]])
+    ev = CityscapesEvaluator()
+    ev.add(pred, gt)
+    assert ev.results()["classScores"]["car"] == pytest.approx(2 / 4)
+
+
+def test_instance_weighted_iiou_by_hand():
+    # two cars: a big one (6 px) half right, a small one (2 px) fully right
+    gt = np.full((2, 6), ROAD)
+    inst = gt.copy()
+    gt[0, :] = CAR
+    inst[0, :] = CAR * 1000 + 0
+    gt[1, 4:] = CAR
+    inst[1, 4:] = CAR * 1000 + 1
+    pred = gt.copy()
+    pred[0, :3] = ROAD            # big car: 3 of 6 right
+    pred[1, 0] = CAR              # one road pixel predicted car: FP 1
+    ev = CityscapesEvaluator()
+    ev.add(pred, gt, inst)
+    r = ev.results()
+    w_big, w_small = AVG_CLASS_SIZE["car"] / 6, AVG_CLASS_SIZE["car"] / 2
+    tp = 3 * w_big + 2 * w_small
+    fn = 3 * w_big
+    assert r["classInstScores"]["car"] == pytest.approx(tp / (tp + 1 + fn))
+    assert r["classScores"]["car"] == pytest.approx(5 / (5 + 1 + 3))
+    assert r["averageScoreInstClasses"] == pytest.approx(tp / (tp + 1 + fn))
+
+
+def test_crowd_regions_are_excluded_from_iiou_but_count_in_iou():
+    gt = np.array([[CAR, CAR, CAR, CAR]])
+    inst = np.array([[CAR * 1000, CAR * 1000, CAR, CAR]])  # two pixels are a car group
+    pred = np.array([[CAR, CAR, ROAD, ROAD]])
+    ev = CityscapesEvaluator()
+    ev.add(pred, gt, inst)
+    r = ev.results()
+    assert r["classScores"]["car"] == pytest.approx(2 / 4)
+    assert r["classInstScores"]["car"] == pytest.approx(1.0)
+
+
+def test_caravan_quirk_in_the_category_iiou():
+    # car pixels predicted caravan: car IoU and vehicle category IoU drop, the vehicle category iIoU
+    # TP does not (caravan is in the category mask)
+    gt = np.array([[CAR, CAR, CAR, CAR, ROAD, ROAD]])
+    inst = np.array([[CAR * 1000] * 4 + [ROAD, ROAD]])
+    pred = np.array([[CAR, CAR, CARAVAN, CARAVAN, ROAD, CARAVAN]])
+    ev = CityscapesEvaluator()
+    ev.add(pred, gt, inst)
+    r = ev.results()
+    assert r["classScores"]["car"] == pytest.approx(2 / 4)
+    # vehicle category IoU: L = non-ignored vehicle ids; caravan predictions are FN (not in L)
+    assert r["categoryScores"]["vehicle"] == pytest.approx(2 / 4)
+    # category iIoU: TP = all 4 instance pixels (caravan in the mask), FN 0, and the FP counts the
+    # caravan predicted on a road pixel (FP over every instance-capable vehicle id)
+    w = AVG_CLASS_SIZE["car"] / 4
+    assert r["categoryInstScores"]["vehicle"] == pytest.approx(4 * w / (4 * w + 1))
+
+
+def test_all_unlabeled_prediction_scores_zero_without_crashing():
+    gt = np.array([[ROAD, CAR, PERSON, BUILDING]])
+    inst = np.array([[ROAD, CAR * 1000, PERSON * 1000, BUILDING]])
+    ev = CityscapesEvaluator()
+    ev.add(np.zeros_like(gt), gt, inst)
+    r = ev.results()
+    for key in ("averageScoreClasses", "averageScoreInstClasses", "averageScoreCategories",
+                "averageScoreInstCategories"):
+        assert r[key] == 0.0
+
+
+def test_bad_predictions_name_the_frame():
+    ev = CityscapesEvaluator()
+    gt = np.full((2, 2), ROAD)
+    with pytest.raises(ValueError, match="frame x.*0..33"):
+        ev.add(np.full((2, 2), 255), gt, name="x")
+    with pytest.raises(ValueError, match="full resolution"):
+        ev.add(np.full((2, 3), ROAD), gt)
+    with pytest.raises(ValueError, match="single-channel"):
+        ev.add(np.full((2, 2, 3), ROAD), gt)
+
+
+def test_confusion_matrix_against_a_naive_loop():
+    rng = np.random.default_rng(0)
+    pred = rng.integers(0, 5, (6, 7))
+    target = rng.integers(0, 5, (6, 7))
+    target[0, :3] = 255
+    cm = ConfusionMatrix(num_classes=5)
+    cm.add(pred, target)
+    naive = np.zeros((5, 5), int)
+    for t, p in zip(target.ravel(), pred.ravel()):
+        if t != 255:
+            naive[t, p] += 1
+    np.testing.assert_array_equal(cm.matrix, naive)
+    iou = [naive[c, c] / (naive[c].sum() + naive[:, c].sum() - naive[c, c]) for c in range(5)]
+    np.testing.assert_allclose(cm.iou(), iou)
+    assert cm.miou() == pytest.approx(np.mean(iou))
