@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     try:
         return int(module.run(args) or 0)
     except (CLIError, ValueError, TypeError, FileNotFoundError, NotADirectoryError,
-            PermissionError, GPUUnavailableError) as error:
+            PermissionError, KeyError, GPUUnavailableError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"minifrrn {args.command}: error: {message}", file=sys.stderr)
         return 2

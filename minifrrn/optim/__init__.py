@@ -1,0 +1,174 @@
+"""Optimisers and learning-rate schedules.
+
+Both optimisers update ``p.data`` in place on the parameters' own device (the ``xp`` idiom) and keep
+their state (momentum, moments) as arrays beside the parameters. Parameters without a gradient are
+skipped. ``state_dict()`` / ``load_state_dict()`` make training resumable exactly.
+
+SGD with momentum μ:      v ← μ·v + g;   p ← p − lr·v           (Nesterov: p ← p − lr·(g + μ·v))
+Adam (Kingma & Ba):       m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²
+                          m̂ = m/(1 − β1^t);  v̂ = v/(1 − β2^t);  p ← p − lr·m̂/(√v̂ + ε)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..backend import as_numpy, get_array_module
+
+__all__ = ["Optimizer", "SGD", "Adam", "StepLR", "PolyLR", "CosineLR"]
+
+
+class Optimizer:
+    def __init__(self, params, lr):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("optimizer got an empty parameter list")
+        if lr <= 0:
+            raise ValueError(f"learning rate must be positive, got {lr}")
+        self.lr = float(lr)
+        self.steps = 0
+
+    def zero_grad(self):
+        for p in self.params:
+            p.zero_grad()
+
+    def step(self):
+        self.steps += 1
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                self.update(i, p)
+
+    def update(self, i, p):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # state: arrays per parameter, plus scalars
+    _state_names: tuple = ()
+
+    def state_dict(self):
+        state = {"lr": self.lr, "steps": self.steps}
+        for name in self._state_names:
+            for i, array in enumerate(getattr(self, name)):
+                if array is not None:
+                    state[f"{name}.{i}"] = as_numpy(array)
+        return state
+
+    def load_state_dict(self, state):
+        self.lr, self.steps = float(state["lr"]), int(state["steps"])
+        for name in self._state_names:
+            arrays = getattr(self, name)
+            for i, p in enumerate(self.params):
+                key = f"{name}.{i}"
+                if key in state:
+                    value = np.asarray(state[key])
+                    if value.shape != p.shape:
+                        raise ValueError(f"optimizer state {key} has shape {value.shape}, the "
+                                         f"parameter has {p.shape}: the checkpoint is from another model")
+                    arrays[i] = get_array_module(p.data).asarray(value).astype(p.dtype)
+                else:
+                    arrays[i] = None
+        return self
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with (optionally Nesterov) momentum."""
+
+    _state_names = ("velocity",)
+
+    def __init__(self, params, lr, momentum=0.9, nesterov=False):
+        super().__init__(params, lr)
+        self.momentum, self.nesterov = momentum, nesterov
+        self.velocity = [None] * len(self.params)
+
+    def update(self, i, p):
+        g = p.grad
+        if self.momentum:
+            v = self.velocity[i]
+            v = g.copy() if v is None else v * p.dtype.type(self.momentum) + g
+            self.velocity[i] = v
+            g = g + p.dtype.type(self.momentum) * v if self.nesterov else v
+        p.data -= p.dtype.type(self.lr) * g
+
+
+class Adam(Optimizer):
+    """Adam with bias correction (β1 0.9, β2 0.999, ε 1e-8 as FRRN trains)."""
+
+    _state_names = ("m", "v")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        super().__init__(params, lr)
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        self.m = [None] * len(self.params)
+        self.v = [None] * len(self.params)
+
+    def update(self, i, p):
+        xp = get_array_module(p.data)
+        g = p.grad
+        t = p.dtype.type
+        if self.m[i] is None:
+            self.m[i] = xp.zeros_like(p.data)
+            self.v[i] = xp.zeros_like(p.data)
+        m, v = self.m[i], self.v[i]
+        m *= t(self.beta1)
+        m += t(1 - self.beta1) * g
+        v *= t(self.beta2)
+        v += t(1 - self.beta2) * (g * g)
+        correction1 = 1 - self.beta1 ** self.steps
+        correction2 = 1 - self.beta2 ** self.steps
+        step_size = self.lr * math.sqrt(correction2) / correction1
+        # p ← p − lr·m̂/(√v̂ + ε), rearranged so that the bias corrections are scalars
+        p.data -= t(step_size) * m / (xp.sqrt(v) + t(self.eps * math.sqrt(correction2)))
+
+
+class _Schedule:
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+        self.base_lr = optimizer.lr
+        self.step_count = 0
+
+    def step(self):
+        """Advance one update and set the optimiser's learning rate for the next one."""
+        self.step_count += 1
+        self.optimizer.lr = self.lr_at(self.step_count)
+
+    def state_dict(self):
+        return {"base_lr": self.base_lr, "step_count": self.step_count}
+
+    def load_state_dict(self, state):
+        self.base_lr, self.step_count = float(state["base_lr"]), int(state["step_count"])
+        self.optimizer.lr = self.lr_at(self.step_count)
+
+
+class StepLR(_Schedule):
+    """lr = base · factor^(number of milestones passed). FRRN: 1e-3, then 1e-4 after 45,000."""
+
+    def __init__(self, optimizer, milestones=(45_000,), factor=0.1):
+        super().__init__(optimizer)
+        self.milestones, self.factor = sorted(milestones), factor
+
+    def lr_at(self, step):
+        return self.base_lr * self.factor ** sum(step >= m for m in self.milestones)
+
+
+class PolyLR(_Schedule):
+    """lr = base · (1 − step/total)^power."""
+
+    def __init__(self, optimizer, total_steps, power=0.9):
+        super().__init__(optimizer)
+        self.total_steps, self.power = total_steps, power
+
+    def lr_at(self, step):
+        return self.base_lr * max(0.0, 1 - step / self.total_steps) ** self.power
+
+
+class CosineLR(_Schedule):
+    """lr = final + (base − final)·(1 + cos(π·step/total))/2."""
+
+    def __init__(self, optimizer, total_steps, final_lr=0.0):
+        super().__init__(optimizer)
+        self.total_steps, self.final_lr = total_steps, final_lr
+
+    def lr_at(self, step):
+        progress = min(step / self.total_steps, 1.0)
+        return self.final_lr + (self.base_lr - self.final_lr) * 0.5 * (1 + math.cos(math.pi * progress))

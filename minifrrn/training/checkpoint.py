@@ -1,0 +1,70 @@
+"""Checkpoints: one ``.npz`` holding the model's state dict, the optimiser and schedule state, the step
+and the run's configuration, written atomically (a temporary file in the same folder, then a rename),
+so that a crash while saving never destroys the previous checkpoint."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..backend import as_numpy
+
+__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: corrupt, from another model, or not a minifrrn file."""
+
+
+def save_checkpoint(path, model_state, optimizer_state=None, meta=None):
+    """Write ``path`` atomically. ``model_state``/``optimizer_state`` map names to arrays (or
+    scalars for the optimiser); ``meta`` is a JSON-serialisable dict."""
+    path = Path(path)
+    arrays = {f"model/{k}": as_numpy(v) for k, v in model_state.items()}
+    scalars = {}
+    for k, v in (optimizer_state or {}).items():
+        if isinstance(v, (int, float)):
+            scalars[k] = v
+        else:
+            arrays[f"optim/{k}"] = as_numpy(v)
+    header = {"format": FORMAT_VERSION, "optimizer_scalars": scalars, **(meta or {})}
+    arrays["meta"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path):
+    """Return (model_state, optimizer_state, meta); a corrupt file raises ``CheckpointError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(bytes(data["meta"]).decode())
+            model_state = {k[len("model/"):]: data[k] for k in data.files if k.startswith("model/")}
+            optimizer_state = {k[len("optim/"):]: data[k] for k in data.files
+                               if k.startswith("optim/")}
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a minifrrn checkpoint "
+                              f"({type(error).__name__}): use another one") from None
+    if meta.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has format {meta.get('format')}, expected "
+                              f"{FORMAT_VERSION}")
+    optimizer_state.update(meta.pop("optimizer_scalars", {}))
+    return model_state, optimizer_state, meta

@@ -1,0 +1,49 @@
+"""Predicting a list of images with a trained checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..backend import as_numpy, check_device
+from ..data.cityscapes import downsample_image, read_image
+from ..data.predictions import write_overlay, write_prediction
+from .trainer import load_model, predict_scores, resize_scores
+
+__all__ = ["predict_images"]
+
+
+def predict_images(checkpoint, images, out, device="cpu"):
+    """Write ``<stem>_labelIds.png`` (official format: label ids) and ``<stem>_overlay.png`` for
+    every image. Images are downsampled by the factor the model was trained at, reflection-padded to
+    a multiple of the model's pooling factor, and the class scores are cropped and resized back to the
+    image's own size (bilinear) before the argmax. Returns the written label-id paths."""
+    check_device(device)
+    paths = [Path(p) for p in images]
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"image {p} does not exist")
+    model, meta = load_model(checkpoint, device)
+    factor = meta.get("config", {}).get("downsample", 1)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in paths:
+        rgb = read_image(path)
+        H, W = rgb.shape[:2]
+        small = downsample_image(rgb, factor) if factor > 1 else rgb
+        h, w = small.shape[:2]
+        f = model.factor
+        ph, pw = (-h) % f, (-w) % f
+        padded = np.pad(small, ((0, ph), (0, pw), (0, 0)), mode="reflect" if max(ph, pw) < min(h, w)
+                        else "edge")
+        x = padded.astype(np.float32).transpose(2, 0, 1)[None] / 255.0
+        scores = predict_scores(model, x, device)[:, :, :h, :w]
+        train_ids = as_numpy(resize_scores(scores, H, W).argmax(axis=1)[0])
+        stem = path.name[:-len("_leftImg8bit.png")] if path.name.endswith("_leftImg8bit.png") \
+            else path.stem
+        label_path = out / f"{stem}_labelIds.png"
+        write_prediction(label_path, train_ids)
+        write_overlay(out / f"{stem}_overlay.png", rgb, train_ids)
+        written.append(label_path)
+    return written

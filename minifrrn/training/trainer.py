@@ -1,0 +1,399 @@
+"""The training loop: progress, validation, checkpoints that never lose work, and resuming.
+
+The state of a run is exactly (model weights and buffers, optimiser moments, schedule, step): the data
+order and every augmentation are pure functions of (seed, epoch, index), so a run interrupted and
+resumed from its last checkpoint reaches the same weights as one that never stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import functional as F
+from ..autograd import no_grad, tensor
+from ..backend import as_numpy, check_device, get_array_module, to_device
+from ..data import Cityscapes, DataLoader, ensure_synthetic
+from ..data.cityscapes import read_instance_ids, read_label_ids
+from ..data.labels import TRAIN2ID
+from ..metrics import CityscapesEvaluator, ConfusionMatrix
+from ..models import MODELS, build_model
+from ..optim import Adam, CosineLR, PolyLR, StepLR
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+__all__ = ["TrainConfig", "Trainer", "train", "TrainingDiverged", "resize_scores", "predict_scores",
+           "evaluate_model", "evaluate_checkpoint", "load_model"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    data: str = "synthetic"
+    model: str = "tiny"
+    device: str = "cpu"
+    steps: int = 480
+    batch_size: int = 8
+    lr: float = 2e-3
+    schedule: str = "cosine"          # cosine | poly | step (the paper: x0.1 after 45,000) | none
+    milestone: int = 45_000
+    out: str | None = None
+    resume: bool = False
+    val_every: int = 120
+    val_frames: int | None = None     # validate on the first N val frames (None: all)
+    seed: int = 0
+    downsample: int = 2
+    max_shift: int | None = None      # translation augmentation, pixels at network resolution
+    loss: str = "bootstrapped"
+    num_workers: int = 2
+    checkpointing: bool = False       # gradient checkpointing of every FRRU
+    final_eval: bool = True
+    quiet: bool = False
+
+    def validate(self):
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}: choose one of tiny, frrn_a, frrn_b")
+        check_device(self.device)
+        for name in ("steps", "batch_size", "val_every", "downsample"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"--lr must be positive, got {self.lr}")
+        if self.loss not in ("bootstrapped", "ce"):
+            raise ValueError(f"--loss must be 'bootstrapped' or 'ce', got {self.loss!r}")
+        if self.schedule not in ("cosine", "poly", "step", "none"):
+            raise ValueError(f"--schedule must be cosine, poly, step or none, got {self.schedule!r}")
+        if self.data != "synthetic" and not Path(self.data).is_dir():
+            raise FileNotFoundError(f"dataset folder {self.data} does not exist: pass --data PATH to "
+                                    f"a Cityscapes root (with leftImg8bit/ and gtFine/) or "
+                                    f"--data synthetic")
+
+
+def resize_scores(scores, H, W):
+    """Bilinear resize of class scores (N, K, h, w) to (N, K, H, W) (half-pixel centres), on the
+    scores' device; used to bring predictions to the ground truth's resolution before the argmax."""
+    xp = get_array_module(scores)
+    N, K, h, w = scores.shape
+    if (h, w) == (H, W):
+        return scores
+
+    def weights(out_size, in_size):
+        pos = (xp.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
+        pos = xp.clip(pos, 0, in_size - 1)
+        lo = xp.floor(pos).astype(np.int64)
+        hi = xp.minimum(lo + 1, in_size - 1)
+        frac = (pos - lo).astype(scores.dtype)
+        return lo, hi, frac
+
+    ylo, yhi, fy = weights(H, h)
+    xlo, xhi, fx = weights(W, w)
+    rows = scores[:, :, ylo] * (1 - fy)[:, None] + scores[:, :, yhi] * fy[:, None]
+    return rows[..., xlo] * (1 - fx) + rows[..., xhi] * fx
+
+
+def predict_scores(model, images, device="cpu"):
+    """Class scores (N, K, H, W) of a batch of images (N, 3, H, W) float32 in [0, 1]."""
+    with no_grad():
+        x = tensor(to_device(images.astype(np.float32), device))
+        return model(x).data
+
+
+def evaluate_model(model, dataset, device="cpu", limit=None, batch_size=1):
+    """The four official scores: predictions upsampled (bilinear on scores, then argmax) to the
+    ground truth's full resolution, mapped to label ids, scored against the original PNGs."""
+    model.eval()
+    evaluator = CityscapesEvaluator()
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    for start in range(0, count, batch_size):
+        indices = range(start, min(start + batch_size, count))
+        samples = [dataset.load(i) for i in indices]
+        scores = predict_scores(model, np.stack([s["image"] for s in samples]), device)
+        for i, row in zip(indices, scores):
+            frame = dataset.frames[i]
+            gt = read_label_ids(frame.label_path)
+            inst = read_instance_ids(frame.instance_path) if frame.instance_path.exists() else None
+            full = resize_scores(row[None], *gt.shape)
+            train_ids = as_numpy(full.argmax(axis=1)[0])
+            evaluator.add(TRAIN2ID[train_ids], gt, inst, name=frame.name)
+    model.train()
+    return evaluator.results()
+
+
+def load_model(checkpoint, device="cpu"):
+    """Rebuild the model stored in a checkpoint; returns (model, meta)."""
+    model_state, _, meta = load_checkpoint(checkpoint)
+    name = meta.get("model")
+    if name not in MODELS:
+        raise CheckpointError(f"checkpoint {checkpoint} names an unknown model {name!r}")
+    model = build_model(name, num_classes=meta.get("num_classes", 19))
+    try:
+        model.load_state_dict(model_state)
+    except (KeyError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {checkpoint} does not fit model {name}: {error}") from None
+    return model.to(device).eval(), meta
+
+
+def evaluate_checkpoint(checkpoint, data, split="val", device="cpu", batch_size=1):
+    """``minifrrn eval --checkpoint``: the four official scores of a checkpoint on a split."""
+    check_device(device)
+    model, meta = load_model(checkpoint, device)
+    root = ensure_synthetic() if data == "synthetic" else data
+    dataset = Cityscapes(root, split, downsample=meta.get("config", {}).get("downsample", 1),
+                         for_training=False)
+    return evaluate_model(model, dataset, device, batch_size=batch_size)
+
+
+def _default_out(config):
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{config.model}"
+
+
+def _latest_run(parent=Path("runs")):
+    runs = sorted((p for p in parent.glob("*") if (p / "last.npz").exists()),
+                  key=lambda p: (p / "last.npz").stat().st_mtime)
+    return runs[-1] if runs else None
+
+
+class Trainer:
+    """One training run; ``run()`` trains to ``config.steps`` and returns a summary dict."""
+
+    def __init__(self, config: TrainConfig):
+        config.validate()
+        self.config = config
+        if config.out is None and config.resume:
+            latest = _latest_run()
+            if latest is None:
+                raise FileNotFoundError("--resume found no run with a last.npz under runs/: pass "
+                                        "--out DIR of the run to resume")
+            config.out = str(latest)
+        self.out = Path(config.out) if config.out else _default_out(config)
+        self._check_writable()
+        self.root = ensure_synthetic() if config.data == "synthetic" else Path(config.data)
+        max_shift = config.max_shift
+        self.train_set = Cityscapes(self.root, "train", config.downsample, augment=True,
+                                    max_shift=max_shift if max_shift is not None else None,
+                                    seed=config.seed)
+        if max_shift is None:
+            # FRRN: ±30 px at 256×512; keep the same fraction of the width at other resolutions
+            width = self.train_set[0]["image"].shape[2]
+            self.train_set.max_shift = max(1, round(30 * width / 512))
+        self.val_set = Cityscapes(self.root, "val", config.downsample, for_training=False)
+        self.model = build_model(config.model, seed=config.seed, checkpoint=config.checkpointing)
+        height, width = self.train_set[0]["image"].shape[1:]
+        self.model.check_input(np.zeros((1, 3, height, width), np.float32))
+        self.model.to(config.device)
+        self.optimizer = Adam(self.model.parameters(), lr=config.lr)
+        if config.schedule == "cosine":
+            self.schedule = CosineLR(self.optimizer, config.steps, final_lr=config.lr * 0.02)
+        elif config.schedule == "poly":
+            self.schedule = PolyLR(self.optimizer, config.steps)
+        elif config.schedule == "step":
+            self.schedule = StepLR(self.optimizer, (config.milestone,))
+        else:
+            self.schedule = None
+        self.loader = DataLoader(self.train_set, config.batch_size, shuffle=True, drop_last=True,
+                                 num_workers=config.num_workers, seed=config.seed)
+        self.step = 0
+        self.best_miou = -1.0
+        self.history = {"steps": [], "losses": [], "val_steps": [], "val_ious": []}
+        if config.resume:
+            self._resume()
+
+    # --- files -------------------------------------------------------------------------------------
+    def _check_writable(self):
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe = self.out / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as error:
+            raise PermissionError(f"output folder {self.out} is not writable ({error.strerror}): "
+                                  f"choose another with --out") from None
+
+    def _log(self, record):
+        with open(self.out / "log.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _meta(self):
+        return {"model": self.config.model,
+                "num_classes": self.model.num_classes, "step": self.step,
+                "best_miou": self.best_miou, "history": self.history,
+                "schedule": self.schedule.state_dict() if self.schedule else None,
+                "config": dataclasses.asdict(self.config)}
+
+    def save(self, name="last.npz"):
+        return save_checkpoint(self.out / name, self.model.state_dict(),
+                               self.optimizer.state_dict(), self._meta())
+
+    def _resume(self):
+        path = self.out / "last.npz"
+        if not path.exists():
+            raise FileNotFoundError(f"--resume: {path} does not exist")
+        model_state, optim_state, meta = load_checkpoint(path)
+        if meta.get("model") != self.config.model:
+            raise CheckpointError(f"checkpoint {path} is from model {meta.get('model')!r}, not "
+                                  f"{self.config.model!r}: pass --model {meta.get('model')}")
+        try:
+            self.model.load_state_dict(model_state)
+            self.optimizer.load_state_dict(optim_state)
+        except (KeyError, ValueError) as error:
+            raise CheckpointError(f"checkpoint {path} does not fit this model: {error}") from None
+        if self.schedule and meta.get("schedule"):
+            self.schedule.load_state_dict(meta["schedule"])
+        self.step = int(meta["step"])
+        self.best_miou = float(meta.get("best_miou", -1.0))
+        self.history = meta.get("history", self.history)
+
+    # --- the loop ----------------------------------------------------------------------------------
+    def loss_fn(self, logits, target):
+        if self.config.loss == "ce":
+            return F.cross_entropy(logits, target)
+        return F.bootstrapped_cross_entropy(logits, target)
+
+    def train_step(self, batch):
+        device = self.config.device
+        x = tensor(to_device(batch["image"], device))
+        target = to_device(batch["target"], device)
+        logits = self.model(x)
+        loss = self.loss_fn(logits, target)
+        value = float(loss.item())
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"the loss became {value} at step {self.step + 1}: stopped; the "
+                                   f"last good checkpoint is {self.out / 'last.npz'} (try a lower --lr)")
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        if self.schedule:
+            self.schedule.step()
+        return value
+
+    def validate(self):
+        """Training-resolution mIoU over trainIds on the val split."""
+        self.model.eval()
+        matrix = ConfusionMatrix()
+        count = len(self.val_set) if self.config.val_frames is None else min(
+            self.config.val_frames, len(self.val_set))
+        for start in range(0, count, self.config.batch_size):
+            samples = [self.val_set.load(i) for i in range(start, min(start + self.config.batch_size,
+                                                                       count))]
+            scores = predict_scores(self.model, np.stack([s["image"] for s in samples]),
+                                    self.config.device)
+            matrix.add(scores.argmax(axis=1), to_device(np.stack([s["target"] for s in samples]),
+                                                        self.config.device))
+        self.model.train()
+        return matrix.miou()
+
+    def _progress(self, loss, started, start_step, images):
+        done = self.step - start_step
+        elapsed = time.perf_counter() - started
+        rate = images / elapsed if elapsed > 0 else 0.0
+        eta = elapsed / done * (self.config.steps - self.step) if done else 0.0
+        line = (f"step {self.step}/{self.config.steps}  loss {loss:.4f}  {rate:.1f} img/s  "
+                f"lr {self.optimizer.lr:.2e}  ETA {eta // 60:.0f}m{eta % 60:02.0f}s")
+        if self.config.quiet:
+            return
+        if sys.stdout.isatty():
+            print("\r" + line.ljust(90), end="", flush=True)
+        elif self.step % 20 == 0 or self.step == self.config.steps:
+            print(line, flush=True)
+
+    def _say(self, text):
+        if not self.config.quiet:
+            if sys.stdout.isatty():
+                print()
+            print(text, flush=True)
+
+    def run(self):
+        config = self.config
+        (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
+        self._say(f"training {config.model} on {self.root} ({len(self.train_set)} train / "
+                  f"{len(self.val_set)} val frames, {tuple(self.train_set[0]['image'].shape[1:])}) "
+                  f"on {config.device}; run folder {self.out}")
+        start_step, started, images = self.step, time.perf_counter(), 0
+        per_epoch = len(self.loader)
+        # Ctrl-C asks the loop to stop after the step in progress, so that the checkpoint holds the
+        # state of a completed step (a forward cut short would already have moved BN statistics).
+        # A second Ctrl-C interrupts at once.
+        self._stop_requested = False
+        previous_handler = None
+        if threading.current_thread() is threading.main_thread():
+            def request_stop(signum, frame):
+                if self._stop_requested:
+                    raise KeyboardInterrupt
+                self._stop_requested = True
+            previous_handler = signal.signal(signal.SIGINT, request_stop)
+        try:
+            while self.step < config.steps:
+                epoch, offset = divmod(self.step, per_epoch)
+                for batch in self.loader.batches(epoch, start=offset):
+                    loss = self.train_step(batch)
+                    self.step += 1
+                    images += len(batch["name"])
+                    self.history["steps"].append(self.step)
+                    self.history["losses"].append(loss)
+                    self._log({"step": self.step, "loss": loss, "lr": self.optimizer.lr})
+                    self._progress(loss, started, start_step, images)
+                    if self.step % config.val_every == 0 or self.step == config.steps:
+                        self._validate_and_save()
+                    if self._stop_requested:
+                        self.save()
+                        self._say(f"interrupted at step {self.step}: saved {self.out / 'last.npz'};"
+                                  f" continue with: minifrrn train --resume --out {self.out}")
+                        raise KeyboardInterrupt
+                    if self.step >= config.steps:
+                        break
+        finally:
+            self.loader.close()
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+        summary = {"step": self.step, "best_miou": self.best_miou, "out": str(self.out)}
+        self._artefacts()
+        if config.final_eval:
+            model, _ = load_model(self.out / "best.npz", config.device) if (
+                self.out / "best.npz").exists() else (self.model, None)
+            results = evaluate_model(model, self.val_set, config.device, limit=config.val_frames,
+                                     batch_size=config.batch_size)
+            summary["official"] = {k: v for k, v in results.items() if k.startswith("average")}
+            (self.out / "results.json").write_text(json.dumps(results, indent=1))
+            self._log({"step": self.step, **summary["official"]})
+        return summary
+
+    def _validate_and_save(self):
+        miou = self.validate()
+        self.history["val_steps"].append(self.step)
+        self.history["val_ious"].append(miou)
+        self._log({"step": self.step, "val_miou": miou})
+        self._say(f"step {self.step}: validation mIoU {miou:.3f} (training resolution)")
+        self.save("last.npz")
+        if miou > self.best_miou:
+            self.best_miou = miou
+            self.save("last.npz")  # records the new best in last.npz too
+            self.save("best.npz")
+
+    def _artefacts(self):
+        from ..viz import plot_curves, save_prediction_grid
+        h = self.history
+        plot_curves(self.out / "curves.png", h["steps"], h["losses"], h["val_steps"], h["val_ious"])
+        samples = [self.val_set.load(i) for i in range(min(4, len(self.val_set)))]
+        scores = predict_scores(self.model.eval(), np.stack([s["image"] for s in samples]),
+                                self.config.device)
+        self.model.train()
+        save_prediction_grid(self.out / "predictions.png", [s["image"] for s in samples],
+                             [s["target"] for s in samples], as_numpy(scores.argmax(axis=1)),
+                             [s["name"] for s in samples])
+
+
+def train(config: TrainConfig | None = None, **overrides):
+    """Train with ``config`` (or ``TrainConfig(**overrides)``); returns the run summary."""
+    config = config or TrainConfig(**overrides)
+    return Trainer(config).run()

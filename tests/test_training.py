@@ -1,0 +1,180 @@
+"""Training end to end: overfitting, resume equals uninterrupted, checkpoints, the CLI."""
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import minifrrn as mf
+import minifrrn.functional as F
+from minifrrn.cli import main
+from minifrrn.data import synth
+from minifrrn.models import frrn_tiny
+from minifrrn.optim import Adam
+from minifrrn.training import (CheckpointError, TrainConfig, Trainer, load_checkpoint, load_model,
+                               resize_scores, save_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return synth.generate(tmp_path_factory.mktemp("data"), n_train=8, n_val=2, height=32, width=64,
+                          seed=1)
+
+
+def config(root, out, **kw):
+    base = dict(data=str(root), model="tiny", steps=4, batch_size=2, val_every=2, downsample=1,
+                num_workers=1, out=str(out), final_eval=False, quiet=True, lr=2e-3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_overfitting_one_batch_drives_the_loss_down():
+    rng = np.random.default_rng(0)
+    model = frrn_tiny(num_classes=4, seed=0)
+    x = mf.tensor(rng.random((2, 3, 16, 16)).astype(np.float32))
+    target = np.zeros((2, 16, 16), np.int64)
+    target[:, :8] = 1
+    target[:, :, :5] = 2
+    target[1, 10:, 10:] = 3
+    opt = Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(60):
+        loss = F.cross_entropy(model(x), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0]
+
+
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(data_root, tmp_path):
+    straight = Trainer(config(data_root, tmp_path / "a", steps=4))
+    straight.run()
+    # the same run, interrupted by Ctrl-C during its third step: it finishes that step, saves, stops
+    first = Trainer(config(data_root, tmp_path / "b", steps=4))
+    original, calls = first.loss_fn, []
+
+    def interrupt_on_third_step(logits, target):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(logits, target)
+
+    first.loss_fn = interrupt_on_third_step
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    resumed = Trainer(config(data_root, tmp_path / "b", steps=4, resume=True))
+    assert resumed.step == 3
+    resumed.run()
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(),
+                                 resumed.model.state_dict().items()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_run_writes_every_artefact_and_the_checkpoint_round_trips(data_root, tmp_path):
+    trainer = Trainer(config(data_root, tmp_path / "run", steps=2, final_eval=True))
+    summary = trainer.run()
+    for name in ("last.npz", "best.npz", "log.jsonl", "curves.png", "predictions.png",
+                 "config.json", "results.json"):
+        assert (tmp_path / "run" / name).exists(), name
+    assert set(summary["official"]) == {"averageScoreClasses", "averageScoreInstClasses",
+                                        "averageScoreCategories", "averageScoreInstCategories"}
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert any("val_miou" in r for r in records) and any("loss" in r for r in records)
+    model, meta = load_model(tmp_path / "run" / "last.npz")
+    x = mf.tensor(np.random.default_rng(0).random((1, 3, 32, 64)).astype(np.float32))
+    trainer.model.eval()
+    with mf.no_grad():
+        np.testing.assert_array_equal(model(x).data, trainer.model(x).data)
+    assert meta["step"] == 2
+
+
+def test_checkpoint_is_written_atomically(tmp_path):
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, {"w": np.ones(3)}, {"lr": 0.1}, {"model": "tiny"})
+    assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]  # no temp file left behind
+    model_state, optim_state, meta = load_checkpoint(path)
+    assert optim_state["lr"] == 0.1 and meta["model"] == "tiny"
+    np.testing.assert_array_equal(model_state["w"], np.ones(3))
+
+
+def test_corrupt_and_foreign_checkpoints_are_clear_errors(tmp_path, data_root):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_model(bad)
+    other = tmp_path / "other.npz"
+    save_checkpoint(other, frrn_tiny(num_classes=3).state_dict(), {}, {"model": "tiny",
+                                                                      "num_classes": 19})
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_model(other)
+
+
+def test_resize_scores_is_bilinear_with_half_pixel_centres():
+    scores = np.array([[[[0.0, 4.0]]]])
+    out = resize_scores(scores, 1, 4)
+    np.testing.assert_allclose(out[0, 0, 0], [0.0, 1.0, 3.0, 4.0])
+
+
+def test_cli_train_end_to_end_and_predict(data_root, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["train", "--data", str(data_root), "--steps", "2", "--batch-size", "2",
+                 "--val-every", "2", "--downsample", "1", "--out", str(out), "--quiet",
+                 "--num-workers", "1"]) == 0
+    assert "official scores" in capsys.readouterr().out
+    image = next((data_root / "leftImg8bit" / "val").rglob("*.png"))
+    assert main(["predict", "--checkpoint", str(out / "last.npz"), str(image), "--out",
+                 str(tmp_path / "pred")]) == 0
+    stem = image.name[:-len("_leftImg8bit.png")]
+    from PIL import Image
+    pred = Image.open(tmp_path / "pred" / f"{stem}_labelIds.png")
+    assert pred.mode == "L" and pred.size == (64, 32)
+    assert set(np.unique(np.asarray(pred))) <= set(range(7, 34))
+    assert main(["eval", "--checkpoint", str(out / "last.npz"), "--data", str(data_root)]) == 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--data", "/nonexistent/cityscapes"], "dataset folder /nonexistent/cityscapes does not exist"),
+    (["--model", "frrn_c"], "unknown model 'frrn_c'"),
+    (["--device", "tpu"], "device must be one of"),
+    (["--steps", "0"], "--steps must be >= 1"),
+])
+def test_cli_bad_input_exits_2_with_one_line(args, message, capsys):
+    assert main(["train", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_resume_with_a_checkpoint_of_another_model(data_root, tmp_path, capsys):
+    out = tmp_path / "r"
+    out.mkdir()
+    save_checkpoint(out / "last.npz", {}, {}, {"model": "frrn_a", "step": 1})
+    assert main(["train", "--data", str(data_root), "--resume", "--out", str(out), "--downsample",
+                 "1", "--quiet"]) == 2
+    assert "from model 'frrn_a'" in capsys.readouterr().err
+
+
+def test_cli_unwritable_output_folder(data_root, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["train", "--data", str(data_root), "--out", str(blocker / "sub"), "--quiet"]) == 2
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path):
+    trainer = Trainer(config(data_root, tmp_path / "nan", steps=4))
+    original = trainer.loss_fn
+    calls = []
+
+    def poisoned(logits, target):
+        calls.append(1)
+        loss = original(logits, target)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    trainer.loss_fn = poisoned
+    from minifrrn.training import TrainingDiverged
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        trainer.run()
+    _, _, meta = load_checkpoint(tmp_path / "nan" / "last.npz")
+    assert meta["step"] == 2
