@@ -23,6 +23,8 @@ import numpy as np
 
 from ..autograd import Function, unwrap as _data
 from ..backend import get_array_module
+from ..kernels import executor_for
+from ..kernels import ops as gpu
 
 __all__ = ["conv2d", "Conv2dFunction", "im2col", "col2im", "conv_output_size"]
 
@@ -86,6 +88,14 @@ class Conv2dFunction(Function):
         OH = conv_output_size(H, KH, self.SH, self.PH)
         OW = conv_output_size(Wd, KW, self.SW, self.PW)
         self.x_shape, self.KH, self.KW = x.shape, KH, KW
+        self.ex = executor_for(x, W)
+        if self.ex is not None:  # the GPU path: im2col kernel + one batched GEMM
+            y, cols = gpu.conv2d_forward(xp, self.ex, x, W, b, self.SH, self.SW, self.PH, self.PW,
+                                         keep_cols=self.needs_input_grad[1])
+            self.cols = cols
+            self.W = W if self.needs_input_grad[0] else None
+            self.W_shape = W.shape
+            return y
         pointwise = KH == KW == 1 and self.SH == self.SW == 1 and self.PH == self.PW == 0
         cols = (xp.ascontiguousarray(x).reshape(N, C, H * Wd) if pointwise
                 else im2col(x, KH, KW, self.SH, self.SW, self.PH, self.PW))
@@ -102,6 +112,14 @@ class Conv2dFunction(Function):
     def backward(self, gy):
         xp = get_array_module(gy)
         N, OC, OH, OW = gy.shape
+        has_bias = len(self.needs_input_grad) > 2
+        if self.ex is not None:
+            W = self.W if self.W is not None else xp.empty(self.W_shape, gy.dtype)
+            gx, gW, gb = gpu.conv2d_backward(
+                xp, self.ex, gy, self.cols, W, self.x_shape, self.SH, self.SW, self.PH, self.PW,
+                self.needs_input_grad[0], self.needs_input_grad[1],
+                has_bias and self.needs_input_grad[2])
+            return (gx, gW, gb) if has_bias else (gx, gW)
         gy = gy.reshape(N, OC, OH * OW)
         gx = gW = gb = None
         if self.needs_input_grad[1]:

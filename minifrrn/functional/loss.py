@@ -25,6 +25,8 @@ import numpy as np
 
 from ..autograd import Function, unwrap
 from ..backend import get_array_module
+from ..kernels import executor_for
+from ..kernels import ops as gpu
 
 __all__ = ["log_softmax", "cross_entropy", "bootstrapped_cross_entropy", "pixel_losses"]
 
@@ -81,7 +83,13 @@ class WeightedPixelCrossEntropy(Function):
 
     def forward(self, logits, target):
         xp = get_array_module(logits, target)
-        losses, valid, logp, safe_target = pixel_losses(logits, target, self.ignore_index)
+        self.ex = executor_for(logits)
+        if self.ex is not None:  # the GPU path: one fused kernel per pixel, softmax recomputed later
+            losses = gpu.softmax_nll_forward(xp, self.ex, logits, target, self.ignore_index)
+            valid = target != self.ignore_index
+            logp, safe_target = None, target
+        else:
+            losses, valid, logp, safe_target = pixel_losses(logits, target, self.ignore_index)
         N, K, H, W = logits.shape
         dtype = logits.dtype
         weights = xp.zeros((N, H * W), dtype=dtype)
@@ -107,11 +115,15 @@ class WeightedPixelCrossEntropy(Function):
         weights = weights.reshape(N, H, W)
         self.weights = weights if self.needs_input_grad[0] else None
         self.logp = logp if self.needs_input_grad[0] else None
+        self.logits = logits if self.ex is not None and self.needs_input_grad[0] else None
         self.target = safe_target
         return (losses * weights).sum(dtype=dtype).reshape(())
 
     def backward(self, gy):
         xp = get_array_module(gy)
+        if self.ex is not None:
+            return gpu.softmax_nll_backward(xp, self.ex, self.logits, self.target, self.weights,
+                                            float(gy)), None
         grad = xp.exp(self.logp)  # softmax
         N, K, H, W = grad.shape
         onehot_index = self.target[:, None]

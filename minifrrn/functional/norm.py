@@ -19,6 +19,8 @@ import numpy as np
 
 from ..autograd import Function, unwrap
 from ..backend import get_array_module
+from ..kernels import executor_for
+from ..kernels import ops as gpu
 
 __all__ = ["batch_norm", "BatchNormFunction"]
 
@@ -53,12 +55,22 @@ class BatchNormFunction(Function):
             var = self.running_var.astype(x.dtype)
             centered = x - _per_channel(mean)
         invstd = (1.0 / xp.sqrt(var + x.dtype.type(self.eps))).astype(x.dtype)
+        self.ex = executor_for(x, gamma)
+        if self.ex is not None:  # the GPU path: keep x (backward recomputes x̂ in its kernel)
+            del centered
+            self.x, self.mean, self.invstd, self.gamma = x, mean, invstd, gamma
+            self.running_mean = self.running_var = None
+            return gpu.batch_norm_forward(xp, self.ex, x, mean, invstd, gamma, beta)
         xhat = centered * _per_channel(invstd)
         self.xhat, self.invstd, self.gamma, self.M = xhat, invstd, gamma, M
         self.running_mean = self.running_var = None  # not needed for backward
         return xhat * _per_channel(gamma) + _per_channel(beta)
 
     def backward(self, gy):
+        if self.ex is not None:
+            xp = get_array_module(gy)
+            return gpu.batch_norm_backward(xp, self.ex, self.x, gy, self.mean, self.invstd,
+                                           self.gamma, self.training)
         gbeta = gy.sum(axis=(0, 2, 3))
         ggamma = (gy * self.xhat).sum(axis=(0, 2, 3))
         scale = _per_channel(self.gamma * self.invstd)

@@ -16,6 +16,8 @@ import numpy as np
 
 from ..autograd import Function, unwrap
 from ..backend import get_array_module
+from ..kernels import executor_for
+from ..kernels import ops as gpu
 
 __all__ = ["max_pool2d", "MaxPool2dFunction"]
 
@@ -44,6 +46,12 @@ class MaxPool2dFunction(Function):
         xp = get_array_module(x)
         N, C, H, W = x.shape
         OH, OW = (H - self.KH) // self.SH + 1, (W - self.KW) // self.SW + 1
+        self.x_shape = x.shape
+        self.ex = executor_for(x)
+        if self.ex is not None:  # the GPU path: value and argmax from one kernel
+            y, self.argmax = gpu.max_pool2d_forward(xp, self.ex, x, self.KH, self.KW, self.SH,
+                                                    self.SW)
+            return y
         windows = _windows(x, self.KH, self.KW, self.SH, self.SW, OH, OW)
         index_dtype = np.uint8 if self.KH * self.KW <= 256 else np.int16
         argmax = windows.argmax(axis=-1)
@@ -57,6 +65,8 @@ class MaxPool2dFunction(Function):
         N, C, H, W = self.x_shape
         _, _, OH, OW = gy.shape
         KH, KW, SH, SW = self.KH, self.KW, self.SH, self.SW
+        if self.ex is not None:
+            return gpu.max_pool2d_backward(xp, self.ex, gy, self.argmax, self.x_shape, KH, KW, SH, SW)
         gx = xp.zeros(self.x_shape, dtype=gy.dtype)
         argmax = self.argmax.astype(np.int64)
         if (SH, SW) == (KH, KW):
