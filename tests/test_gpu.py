@@ -97,19 +97,19 @@ def test_gradcheck_on_the_gpu(name, fn, make):
 
 
 def test_frrn_a_training_step_at_256x512_matches_the_cpu():
+    # float64, so that the comparison is tight: in float32 the two devices sum in different orders
+    # through ~80 layers, and the bootstrapped selection of the K largest losses can flip near-ties
     from minifrrn.models import frrn_a
-    x = np.random.default_rng(14).random((1, 3, 256, 512)).astype(np.float32)
+    x = np.random.default_rng(14).random((1, 3, 256, 512))
     target = np.random.default_rng(15).integers(0, 19, (1, 256, 512))
-    grads = []
+    results = []
     for device in ("cpu", "gpu"):
-        model = frrn_a(seed=0).to(device)
+        model = frrn_a(seed=0).astype(np.float64).to(device)
         xt = mf.tensor(x, device=device)
         t = cp.asarray(target) if device == "gpu" else target
         loss = F.bootstrapped_cross_entropy(model(xt), t)
         loss.backward()
-        grads.append((float(loss.item()), mf.backend.as_numpy(model.classifier.weight.grad),
-                      mf.backend.as_numpy(model.stem[0][0].weight.grad)))
-    (lc, wc, sc), (lg, wg, sg) = grads
-    assert abs(lc - lg) <= 1e-3 * abs(lc)
-    np.testing.assert_allclose(wg, wc, rtol=2e-2, atol=1e-4)
-    np.testing.assert_allclose(sg, sc, rtol=5e-2, atol=1e-3)
+        results.append([np.array(float(loss.item()))] +
+                       [mf.backend.as_numpy(p.grad) for p in model.parameters()])
+    for name, a, b in zip(["loss"] + [n for n, _ in frrn_a().named_parameters()], *results):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-9, err_msg=name)
