@@ -1,10 +1,27 @@
-"""`minifrrn bench`: not implemented yet."""
-from . import NotImplementedCommand
+"""`minifrrn bench`: op and model timings, each as a ratio to a floor measured in the same run."""
+from pathlib import Path
 
 
 def add_arguments(parser):
-    pass
+    parser.add_argument("--device", default="cpu", help="cpu | gpu")
+    parser.add_argument("--quick", action="store_true", help="fewer shapes and repeats, no frrn_a")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (median)")
+    parser.add_argument("--json", help="also write the table as JSON to this file")
+    parser.add_argument("--no-checkpointing", action="store_true",
+                        help="skip the frrn_a step with gradient checkpointing")
+    parser.add_argument("--tiny", action="store_true", help=argparse_suppress())
+
+
+def argparse_suppress():
+    import argparse
+    return argparse.SUPPRESS
 
 
 def run(args):
-    raise NotImplementedCommand("'minifrrn bench' is not implemented yet")
+    from ..bench import format_rows, run_benchmarks, to_json
+    rows, machine = run_benchmarks(args.device, quick=args.quick, tiny=args.tiny,
+                                   repeats=args.repeats, checkpointing=not args.no_checkpointing)
+    print(format_rows(rows, machine))
+    if args.json:
+        Path(args.json).write_text(to_json(rows, machine))
+    return 0

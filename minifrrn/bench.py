@@ -1,0 +1,289 @@
+"""Honest performance figures: medians over repeats after warm-up, each compared with a floor measured
+in the same run, as a ratio.
+
+* A convolution's floor is the time of the GEMMs an im2col design cannot avoid: the same ``matmul``
+  calls (forward W·cols, backward gy·colsᵀ and Wᵀ·gy) on operands of the same shapes.
+* Batch norm, pooling and upsampling are memory-bound: their floor is one pass of memory traffic over
+  their inputs and outputs (forward and backward), at the copy bandwidth measured on this machine.
+* A whole training step (forward + backward, no optimiser) is compared with the sum of the GEMM floors
+  of every convolution it runs.
+
+On a GPU every timing synchronises and uses CUDA events. Peak memory is the peak of NumPy allocations
+(tracemalloc) on the CPU and the CuPy memory pool's size on the GPU.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import subprocess
+import time
+import tracemalloc
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import functional as F
+from .autograd import tensor
+from .backend import check_device, cupy_or_none
+
+__all__ = ["Row", "run_benchmarks", "format_rows", "conv_gemm_floor"]
+
+
+@dataclass
+class Row:
+    name: str
+    shape: str
+    ms: float
+    floor_ms: float | None = None
+    ratio: float | None = None
+    gflops: float | None = None
+    peak_mib: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Context:
+    device: str
+    repeats: int
+    xp: object
+    gemm_gflops: float = 0.0
+    bandwidth_gbs: float = 0.0
+    rows: list = field(default_factory=list)
+
+
+def _timer(ctx, fn, repeats=None, warmup=1):
+    """Median wall time of fn() in seconds (CUDA events on the GPU)."""
+    repeats = repeats or ctx.repeats
+    for _ in range(warmup):
+        fn()
+    times = []
+    if ctx.device == "gpu":
+        cp = cupy_or_none()
+        for _ in range(repeats):
+            start, stop = cp.cuda.Event(), cp.cuda.Event()
+            cp.cuda.Device().synchronize()
+            start.record()
+            fn()
+            stop.record()
+            stop.synchronize()
+            times.append(cp.cuda.get_elapsed_time(start, stop) / 1e3)
+    else:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _peak_mib(ctx, fn):
+    if ctx.device == "gpu":
+        pool = cupy_or_none().get_default_memory_pool()
+        pool.free_all_blocks()
+        fn()
+        return pool.total_bytes() / 2 ** 20
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1] / 2 ** 20
+    finally:
+        tracemalloc.stop()
+
+
+def _rand(ctx, shape, seed=0):
+    return ctx.xp.asarray(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+
+
+def _measure_machine(ctx, tiny):
+    xp = ctx.xp
+    n = 256 if tiny else 2048
+    a, b = _rand(ctx, (n, n)), _rand(ctx, (n, n), 1)
+    t = _timer(ctx, lambda: a @ b, repeats=3)
+    ctx.gemm_gflops = 2 * n ** 3 / t / 1e9
+    src = _rand(ctx, (4 * 2 ** 20 if tiny else 32 * 2 ** 20,))
+    dst = xp.empty_like(src)
+    t = _timer(ctx, lambda: xp.copyto(dst, src), repeats=5)
+    ctx.bandwidth_gbs = 2 * src.nbytes / t / 1e9  # read + write
+
+
+def conv_gemm_floor(ctx, N, C, OC, H, W, k, stride=1):
+    """Median time of the three GEMMs of an im2col conv forward+backward on same-sized operands."""
+    xp = ctx.xp
+    pad = (k - 1) // 2
+    OH, OW = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
+    ckk, hw = C * k * k, OH * OW
+    Wm, cols, gy = _rand(ctx, (OC, ckk)), _rand(ctx, (N, ckk, hw), 1), _rand(ctx, (N, OC, hw), 2)
+
+    def gemms():
+        xp.matmul(Wm, cols)
+        for n in range(N):
+            gy[n] @ cols[n].T
+        xp.matmul(Wm.T, gy)
+
+    return _timer(ctx, gemms), 3 * 2 * OC * ckk * hw * N
+
+
+def _bench_conv(ctx, N, C, OC, H, W, k):
+    x = tensor(_rand(ctx, (N, C, H, W)), requires_grad=True)
+    Wt = tensor(_rand(ctx, (OC, C, k, k), 1), requires_grad=True)
+    gy = _rand(ctx, (N, OC, H, W), 2)
+
+    def step():
+        x.zero_grad()
+        Wt.zero_grad()
+        F.conv2d(x, Wt, pad=(k - 1) // 2).backward(gy)
+
+    t = _timer(ctx, step)
+    floor, flops = conv_gemm_floor(ctx, N, C, OC, H, W, k)
+    ctx.rows.append(Row("conv2d fwd+bwd", f"{N}x{C}->{OC} {H}x{W} k{k}", t * 1e3, floor * 1e3,
+                        t / floor, flops / t / 1e9, _peak_mib(ctx, step)))
+
+
+def _bench_memory_bound(ctx, name, shape, fn, traffic_bytes):
+    x = tensor(_rand(ctx, shape), requires_grad=True)
+    out = fn(x)
+    gy = _rand(ctx, out.shape, 3)
+
+    def step():
+        x.zero_grad()
+        fn(x).backward(gy)
+
+    t = _timer(ctx, step)
+    floor = traffic_bytes(x.data.nbytes, out.data.nbytes) / (ctx.bandwidth_gbs * 1e9)
+    ctx.rows.append(Row(name, "x".join(map(str, shape)), t * 1e3, floor * 1e3, t / floor,
+                        note="floor: one pass of memory traffic"))
+
+
+def _conv_shapes_of(model, x):
+    """Record (N, C, OC, H, W, k) of every conv2d a forward runs."""
+    from .functional import conv as conv_module
+    shapes, original = [], conv_module.Conv2dFunction.forward
+
+    def recording(self, xa, Wa, b=None):
+        shapes.append((xa.shape[0], xa.shape[1], Wa.shape[0], xa.shape[2], xa.shape[3], Wa.shape[2]))
+        return original(self, xa, Wa, b)
+
+    conv_module.Conv2dFunction.forward = recording
+    try:
+        from .autograd import no_grad
+        with no_grad():
+            model(x)
+    finally:
+        conv_module.Conv2dFunction.forward = original
+    return shapes
+
+
+def _bench_model(ctx, name, builder, H, W, checkpoint=False, repeats=None):
+    model = builder(seed=0, checkpoint=checkpoint).to(ctx.device)
+    x = tensor(_rand(ctx, (1, 3, H, W)))
+    target = ctx.xp.asarray(np.random.default_rng(4).integers(0, 19, (1, H, W)))
+
+    def step():
+        model.zero_grad()
+        F.bootstrapped_cross_entropy(model(x), target).backward()
+
+    t = _timer(ctx, step, repeats=repeats)
+    floors = {}
+    for shape in _conv_shapes_of(model, x):
+        if shape not in floors:
+            floors[shape] = [conv_gemm_floor(ctx, *shape)[0], 0]
+        floors[shape][1] += 1
+    floor = sum(t_ * count for t_, count in floors.values())
+    flops = sum(conv_gemm_floor_flops(s) * c for s, (_, c) in floors.items())
+    label = f"{name} train step" + (" (checkpointing)" if checkpoint else "")
+    ctx.rows.append(Row(label, f"1x3x{H}x{W}", t * 1e3, floor * 1e3, t / floor, flops / t / 1e9,
+                        _peak_mib(ctx, step), note="floor: sum of its conv GEMM floors"))
+
+
+def conv_gemm_floor_flops(shape):
+    N, C, OC, H, W, k = shape
+    return 3 * 2 * OC * C * k * k * H * W * N
+
+
+def run_benchmarks(device="cpu", quick=False, tiny=False, repeats=None, checkpointing=True):
+    """Run every benchmark and return (rows, machine dict)."""
+    check_device(device)
+    xp = cupy_or_none() if device == "gpu" else np
+    ctx = Context(device, repeats or (3 if quick or tiny else 5), xp)
+    _measure_machine(ctx, tiny)
+    from .models import FRRU, frrn_a, frrn_tiny
+    s = 8 if tiny else 1
+    convs = [(1, 128, 96, 64, 128, 3), (1, 224, 192, 32, 64, 3), (1, 96, 48, 128, 256, 3),
+             (1, 96, 32, 128, 256, 1), (1, 3, 48, 256, 512, 5)]
+    if not quick and not tiny:
+        convs.append((1, 48, 48, 256, 512, 3))
+    for N, C, OC, H, W, k in convs:
+        _bench_conv(ctx, N, max(1, C // s), max(1, OC // s), H // s, W // s, k)
+    act = (1, 48 // s if tiny else 48, 256 // s, 512 // s)
+    _bench_memory_bound(ctx, "batch_norm fwd+bwd", act,
+                        lambda x: F.batch_norm(x, tensor(xp.ones(act[1], np.float32)),
+                                               tensor(xp.zeros(act[1], np.float32)), None, None,
+                                               True),
+                        lambda xb, yb: 2 * xb + yb + 2 * yb)
+    for k in (2, 8):
+        _bench_memory_bound(ctx, f"max_pool2d {k}x{k} fwd+bwd", act,
+                            lambda x, k=k: F.max_pool2d(x, k), lambda xb, yb: 2 * xb + 2 * yb)
+    small = (1, act[1], act[2] // 2, act[3] // 2)
+    _bench_memory_bound(ctx, "upsample_nearest2d x2 fwd+bwd", small,
+                        lambda x: F.upsample_nearest2d(x, 2), lambda xb, yb: 2 * xb + 2 * yb)
+    _bench_memory_bound(ctx, "upsample_bilinear2x fwd+bwd", small, F.upsample_bilinear2x,
+                        lambda xb, yb: 2 * xb + 2 * yb)
+    # one FRRU of FRRN A's second stage: y 96->192 channels at 1/4, z 32 channels at full resolution
+    Hz, Wz = (32, 64) if tiny else (128, 256)
+    unit = FRRU(4, 192 // s, 96 // s, z_channels=32 // s).to(device)
+    y = tensor(_rand(ctx, (1, 96 // s, Hz // 4, Wz // 4)), requires_grad=True)
+    z = tensor(_rand(ctx, (1, 32 // s, Hz, Wz)), requires_grad=True)
+
+    def frru_step():
+        y_out, z_out = unit(y, z)
+        (y_out.sum() + z_out.sum()).backward()
+
+    t = _timer(ctx, frru_step)
+    ctx.rows.append(Row("FRRU(4, 192) fwd+bwd", f"y 1/4, z 32x{Hz}x{Wz}", t * 1e3,
+                        peak_mib=_peak_mib(ctx, frru_step)))
+    if tiny:
+        _bench_model(ctx, "frrn_tiny", frrn_tiny, 32, 64)
+    else:
+        _bench_model(ctx, "frrn_tiny", frrn_tiny, 128, 256)
+        if not quick:
+            _bench_model(ctx, "frrn_a", frrn_a, 256, 512, repeats=3)
+            if checkpointing:
+                _bench_model(ctx, "frrn_a", frrn_a, 256, 512, checkpoint=True, repeats=3)
+    machine = {"device": device, "gemm_gflops": ctx.gemm_gflops,
+               "copy_bandwidth_gbs": ctx.bandwidth_gbs, "platform": platform.platform(),
+               "numpy": np.__version__, "commit": _commit()}
+    if device == "gpu":
+        cp = cupy_or_none()
+        machine["gpu"] = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+        machine["cupy"] = cp.__version__
+    return ctx.rows, machine
+
+
+def _commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _fmt(v, spec):
+    return "" if v is None else format(v, spec)
+
+
+def format_rows(rows, machine):
+    header = (f"{'benchmark':<34}{'shape':<26}{'median ms':>11}{'floor ms':>10}{'ratio':>7}"
+              f"{'GFLOP/s':>9}{'peak MiB':>10}")
+    lines = [f"device {machine['device']}"
+             + (f" ({machine['gpu']})" if machine.get("gpu") else "")
+             + f": large GEMM {machine['gemm_gflops']:.0f} GFLOP/s, copy "
+             f"{machine['copy_bandwidth_gbs']:.1f} GB/s (read+write)", header, "-" * len(header)]
+    for r in rows:
+        lines.append(f"{r.name:<34}{r.shape:<26}{r.ms:>11.2f}{_fmt(r.floor_ms, '.2f'):>10}"
+                     f"{_fmt(r.ratio, '.2f'):>7}{_fmt(r.gflops, '.0f'):>9}"
+                     f"{_fmt(r.peak_mib, '.0f'):>10}")
+    return "\n".join(lines)
+
+
+def to_json(rows, machine):
+    return json.dumps({"machine": machine, "rows": [asdict(r) for r in rows]}, indent=1)
