@@ -52,12 +52,27 @@ class MaxPool2dFunction(Function):
             y, self.argmax = gpu.max_pool2d_forward(xp, self.ex, x, self.KH, self.KW, self.SH,
                                                     self.SW)
             return y
-        windows = _windows(x, self.KH, self.KW, self.SH, self.SW, OH, OW)
         index_dtype = np.uint8 if self.KH * self.KW <= 256 else np.int16
+        if self.KH * self.KW <= 64:
+            # one strided view per window offset: KH·KW passes over output-sized arrays, which reads
+            # the input once in total instead of copying it into a windows array first
+            y = argmax = None
+            for p in range(self.KH):
+                for q in range(self.KW):
+                    view = x[:, :, p:p + self.SH * OH:self.SH, q:q + self.SW * OW:self.SW]
+                    if y is None:
+                        y = view.copy()
+                        argmax = xp.zeros(y.shape, dtype=index_dtype)
+                        continue
+                    better = view > y  # strictly greater: ties keep the first index
+                    xp.copyto(y, view, where=better)
+                    xp.copyto(argmax, index_dtype(p * self.KW + q), where=better)
+            self.argmax = argmax
+            return y
+        windows = _windows(x, self.KH, self.KW, self.SH, self.SW, OH, OW)
         argmax = windows.argmax(axis=-1)
         y = xp.take_along_axis(windows, argmax[..., None], axis=-1)[..., 0]
         self.argmax = argmax.astype(index_dtype)
-        self.x_shape = x.shape
         return y
 
     def backward(self, gy):
@@ -68,6 +83,13 @@ class MaxPool2dFunction(Function):
         if self.ex is not None:
             return gpu.max_pool2d_backward(xp, self.ex, gy, self.argmax, self.x_shape, KH, KW, SH, SW)
         gx = xp.zeros(self.x_shape, dtype=gy.dtype)
+        if (SH, SW) == (KH, KW) and KH * KW <= 64:
+            # non-overlapping windows: each input gets at most one gradient, written per offset
+            for p in range(KH):
+                for q in range(KW):
+                    hit = self.argmax == p * KW + q
+                    xp.copyto(gx[:, :, p:p + SH * OH:SH, q:q + SW * OW:SW], gy, where=hit)
+            return gx
         argmax = self.argmax.astype(np.int64)
         if (SH, SW) == (KH, KW):
             g = xp.zeros((N, C, OH, OW, KH * KW), dtype=gy.dtype)

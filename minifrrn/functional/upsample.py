@@ -45,9 +45,15 @@ class UpsampleNearest2dFunction(Function):
     def backward(self, gy):
         if self.ex is not None:
             return gpu.upsample_nearest_backward(get_array_module(gy), self.ex, gy, self.scale)
-        N, C, Hs, Ws = gy.shape
         s = self.scale
-        return gy.reshape(N, C, Hs // s, s, Ws // s, s).sum(axis=(3, 5))
+        # s·s strided adds of output-sized blocks: much faster than a reduction over the
+        # non-contiguous block axes of a 6-D view
+        gx = gy[:, :, 0::s, 0::s].copy()
+        for p in range(s):
+            for q in range(s):
+                if p or q:
+                    gx += gy[:, :, p::s, q::s]
+        return gx
 
 
 def bilinear2x_axis(x, axis):
