@@ -178,3 +178,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path):
         trainer.run()
     _, _, meta = load_checkpoint(tmp_path / "nan" / "last.npz")
     assert meta["step"] == 2
+
+
+def test_default_translation_range_follows_the_paper():
+    from minifrrn.training.trainer import default_max_shift
+    assert default_max_shift(1024) == 40      # FRRN B at 512x1024
+    assert default_max_shift(512) == 30       # FRRN A at 256x512
+    assert default_max_shift(128) == 8        # synthetic scenes at 64x128: the same fraction as A
+    assert default_max_shift(8) == 1

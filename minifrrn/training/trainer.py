@@ -79,6 +79,14 @@ class TrainConfig:
                                     f"--data synthetic")
 
 
+def default_max_shift(width):
+    """FRRN's translation range at network resolution: ±40 px for B at 1024 wide, ±30 px for A at
+    512 wide, and the same fraction of the width (30/512) at smaller resolutions."""
+    if width >= 1024:
+        return 40
+    return max(1, round(30 * width / 512))
+
+
 def resize_scores(scores, H, W):
     """Bilinear resize of class scores (N, K, h, w) to (N, K, H, W) (half-pixel centres), on the
     scores' device; used to bring predictions to the ground truth's resolution before the argmax."""
@@ -179,14 +187,10 @@ class Trainer:
         self.out = Path(config.out) if config.out else _default_out(config)
         self._check_writable()
         self.root = ensure_synthetic() if config.data == "synthetic" else Path(config.data)
-        max_shift = config.max_shift
         self.train_set = Cityscapes(self.root, "train", config.downsample, augment=True,
-                                    max_shift=max_shift if max_shift is not None else None,
-                                    seed=config.seed)
-        if max_shift is None:
-            # FRRN: ±30 px at 256×512; keep the same fraction of the width at other resolutions
-            width = self.train_set[0]["image"].shape[2]
-            self.train_set.max_shift = max(1, round(30 * width / 512))
+                                    max_shift=config.max_shift, seed=config.seed)
+        if config.max_shift is None:
+            self.train_set.max_shift = default_max_shift(self.train_set[0]["image"].shape[2])
         self.val_set = Cityscapes(self.root, "val", config.downsample, for_training=False)
         self.model = build_model(config.model, seed=config.seed, checkpoint=config.checkpointing)
         height, width = self.train_set[0]["image"].shape[1:]
@@ -374,10 +378,11 @@ class Trainer:
         self.history["val_ious"].append(miou)
         self._log({"step": self.step, "val_miou": miou})
         self._say(f"step {self.step}: validation mIoU {miou:.3f} (training resolution)")
+        improved = miou > self.best_miou
+        if improved:
+            self.best_miou = miou  # before saving, so that last.npz records the new best too
         self.save("last.npz")
-        if miou > self.best_miou:
-            self.best_miou = miou
-            self.save("last.npz")  # records the new best in last.npz too
+        if improved:
             self.save("best.npz")
 
     def _artefacts(self):
