@@ -9,11 +9,11 @@ from .data.labels import CLASS_NAMES, PALETTE
 __all__ = ["colorize", "overlay", "save_prediction_grid", "plot_curves"]
 
 
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    return plt
+def _figure(**kwargs):
+    # a Figure of its own, drawn by the Agg canvas: no window, and the backend of an interactive
+    # session (a notebook's inline plots) is left as it is
+    from matplotlib.figure import Figure
+    return Figure(**kwargs)
 
 
 def colorize(train_ids):
@@ -37,10 +37,10 @@ def overlay(image, train_ids, alpha=0.5):
 
 def save_prediction_grid(path, images, targets, predictions, titles=None):
     """Rows of image | ground truth | prediction, with a legend of the classes present."""
-    plt = _plt()
     from matplotlib.patches import Patch
     n = len(images)
-    fig, axes = plt.subplots(n, 3, figsize=(12, 2.3 * n + 0.8), squeeze=False)
+    fig = _figure(figsize=(12, 2.3 * n + 0.8))
+    axes = fig.subplots(n, 3, squeeze=False)
     present = set()
     for i in range(n):
         t, p = as_numpy(targets[i]), as_numpy(predictions[i])
@@ -58,13 +58,12 @@ def save_prediction_grid(path, images, targets, predictions, titles=None):
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def plot_curves(path, steps, losses, val_steps=None, val_ious=None):
     """Training loss (and validation mIoU on a second axis) against the step."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = _figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.plot(steps, losses, color="tab:blue", lw=1, label="training loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss", color="tab:blue")
@@ -76,4 +75,3 @@ def plot_curves(path, steps, losses, val_steps=None, val_ious=None):
     ax.set_title("training curves")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
