@@ -27,7 +27,7 @@ from . import functional as F
 from .autograd import tensor
 from .backend import check_device, cupy_or_none
 
-__all__ = ["Row", "run_benchmarks", "format_rows", "conv_gemm_floor"]
+__all__ = ["Row", "Context", "run_benchmarks", "format_rows", "conv_gemm_floor", "median_time"]
 
 
 @dataclass
@@ -52,13 +52,15 @@ class Context:
     rows: list = field(default_factory=list)
 
 
-def _timer(ctx, fn, repeats=None, warmup=1):
-    """Median wall time of fn() in seconds (CUDA events on the GPU)."""
-    repeats = repeats or ctx.repeats
+def median_time(fn, device="cpu", repeats=5, warmup=1):
+    """Median wall time of ``fn()`` in seconds over ``repeats`` calls after ``warmup`` calls.
+
+    On the GPU each call is timed with CUDA events after a synchronisation: work is asynchronous
+    there, and a host clock would time the launch, not the kernels."""
     for _ in range(warmup):
         fn()
     times = []
-    if ctx.device == "gpu":
+    if device == "gpu":
         cp = cupy_or_none()
         for _ in range(repeats):
             start, stop = cp.cuda.Event(), cp.cuda.Event()
@@ -74,6 +76,10 @@ def _timer(ctx, fn, repeats=None, warmup=1):
             fn()
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def _timer(ctx, fn, repeats=None, warmup=1):
+    return median_time(fn, ctx.device, repeats or ctx.repeats, warmup)
 
 
 def _peak_mib(ctx, fn):

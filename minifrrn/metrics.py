@@ -21,7 +21,7 @@ import numpy as np
 from .backend import as_numpy, get_array_module
 from .data.labels import AVG_CLASS_SIZE, ID_TO_LABEL, LABELS, NUM_CLASSES
 
-__all__ = ["CityscapesEvaluator", "ConfusionMatrix", "format_table"]
+__all__ = ["CityscapesEvaluator", "ConfusionMatrix", "format_table", "format_averages"]
 
 NUM_IDS = 34
 _IDS = range(NUM_IDS)
@@ -152,6 +152,14 @@ class CityscapesEvaluator:
             "categoryScores": cat_scores, "categoryInstScores": cat_inst,
             "confMatrix": self.confusion.tolist(),
         }
+
+
+def format_averages(results):
+    """The four official averages on one line (results as ``CityscapesEvaluator.results()``)."""
+    return (f"IoU class {results['averageScoreClasses']:.3f}  "
+            f"iIoU class {results['averageScoreInstClasses']:.3f}  "
+            f"IoU category {results['averageScoreCategories']:.3f}  "
+            f"iIoU category {results['averageScoreInstCategories']:.3f}")
 
 
 def format_table(results):

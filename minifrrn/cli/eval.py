@@ -44,12 +44,9 @@ def evaluate_folder(predictions, data, split="val"):
 
 
 def report(results, json_path=None):
-    from ..metrics import format_table
+    from ..metrics import format_averages, format_table
     print(format_table(results))
-    print(f"IoU class {results['averageScoreClasses']:.3f}  iIoU class "
-          f"{results['averageScoreInstClasses']:.3f}  IoU category "
-          f"{results['averageScoreCategories']:.3f}  iIoU category "
-          f"{results['averageScoreInstCategories']:.3f}")
+    print(format_averages(results))
     if json_path:
         Path(json_path).write_text(json.dumps(results, indent=1))
 

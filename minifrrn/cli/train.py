@@ -11,6 +11,7 @@ every FRRU in backward: less memory, about one more forward pass of time).
 """
 import sys
 
+from ..metrics import format_averages
 from ..training import TrainConfig, Trainer, TrainingDiverged
 from . import CLIError
 
@@ -69,9 +70,6 @@ def run(args):
           f"run folder {summary['out']}")
     official = summary.get("official")
     if official:
-        print(f"official scores on val: IoU class {official['averageScoreClasses']:.3f}  "
-              f"iIoU class {official['averageScoreInstClasses']:.3f}  IoU category "
-              f"{official['averageScoreCategories']:.3f}  iIoU category "
-              f"{official['averageScoreInstCategories']:.3f}")
+        print(f"official scores on val: {format_averages(official)}")
     sys.stdout.flush()
     return 0
