@@ -25,6 +25,7 @@ from ..autograd import Function, unwrap as _data
 from ..backend import get_array_module
 from ..kernels import executor_for
 from ..kernels import ops as gpu
+from . import cpu_parallel as par
 
 __all__ = ["conv2d", "Conv2dFunction", "im2col", "col2im", "conv_output_size"]
 
@@ -55,10 +56,17 @@ def im2col(x, KH, KW, SH, SW, PH, PW):
     if PH or PW:
         x = xp.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
     sN, sC, sH, sW = x.strides
-    # a strided view (N, C, KH, KW, OH, OW) of the padded input; the reshape makes the one copy
+    # a strided view (N, C, KH, KW, OH, OW) of the padded input; copying it out is the one pass
     windows = xp.lib.stride_tricks.as_strided(
         x, shape=(N, C, KH, KW, OH, OW), strides=(sN, sC, sH, sW, sH * SH, sW * SW))
-    return windows.reshape(N, C * KH * KW, OH * OW)
+    cols = xp.empty((N, C, KH, KW, OH, OW), dtype=x.dtype)
+    if xp is not np:
+        cols[...] = windows
+    else:
+        def copy_channels(c0, c1):
+            cols[:, c0:c1] = windows[:, c0:c1]
+        par.over_channels(copy_channels, cols, cache_blocked=False)
+    return cols.reshape(N, C * KH * KW, OH * OW)
 
 
 def col2im(cols, x_shape, KH, KW, SH, SW, PH, PW):
@@ -68,9 +76,18 @@ def col2im(cols, x_shape, KH, KW, SH, SW, PH, PW):
     OH, OW = conv_output_size(H, KH, SH, PH), conv_output_size(W, KW, SW, PW)
     cols = cols.reshape(N, C, KH, KW, OH, OW)
     gx = xp.zeros((N, C, H + 2 * PH + SH - 1, W + 2 * PW + SW - 1), dtype=cols.dtype)
-    for p in range(KH):
-        for q in range(KW):
-            gx[:, :, p:p + SH * OH:SH, q:q + SW * OW:SW] += cols[:, :, p, q]
+
+    def add_channels(c0, c1):
+        # the KH·KW additions into gx[:, c0:c1] run back to back while that block is in cache
+        block = gx[:, c0:c1]
+        for p in range(KH):
+            for q in range(KW):
+                block[:, :, p:p + SH * OH:SH, q:q + SW * OW:SW] += cols[:, c0:c1, p, q]
+
+    if xp is not np:
+        add_channels(0, C)
+    else:
+        par.over_channels(add_channels, gx, elements=cols.size)
     return gx[:, :, PH:PH + H, PW:PW + W]
 
 

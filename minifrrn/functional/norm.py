@@ -21,6 +21,7 @@ from ..autograd import Function, unwrap
 from ..backend import get_array_module
 from ..kernels import executor_for
 from ..kernels import ops as gpu
+from . import cpu_parallel as par
 
 __all__ = ["batch_norm", "BatchNormFunction"]
 
@@ -40,37 +41,73 @@ class BatchNormFunction(Function):
         xp = get_array_module(x, gamma, beta)
         N, C, H, W = x.shape
         M = N * H * W
-        if self.training:
-            mean = x.mean(axis=(0, 2, 3))
-            centered = x - _per_channel(mean)
-            var = (centered * centered).mean(axis=(0, 2, 3))
-            if self.running_mean is not None:
-                m = self.momentum
-                self.running_mean *= 1 - m
-                self.running_mean += m * mean.astype(self.running_mean.dtype)
-                self.running_var *= 1 - m
-                self.running_var += (m * var * (M / max(M - 1, 1))).astype(self.running_var.dtype)
-        else:
-            mean = self.running_mean.astype(x.dtype)
-            var = self.running_var.astype(x.dtype)
-            centered = x - _per_channel(mean)
-        invstd = (1.0 / xp.sqrt(var + x.dtype.type(self.eps))).astype(x.dtype)
         self.ex = executor_for(x, gamma)
-        if self.ex is not None:  # the GPU path: keep x (backward recomputes x̂ in its kernel)
-            del centered
-            self.x, self.mean, self.invstd, self.gamma = x, mean, invstd, gamma
-            self.running_mean = self.running_var = None
-            return gpu.batch_norm_forward(xp, self.ex, x, mean, invstd, gamma, beta)
-        xhat = centered * _per_channel(invstd)
-        self.xhat, self.invstd, self.gamma, self.M = xhat, invstd, gamma, M
+        if self.ex is None and xp is np:
+            y, mean, var = self._forward_numpy(x, gamma, beta)
+        else:
+            if self.training:
+                mean = x.mean(axis=(0, 2, 3))
+                centered = x - _per_channel(mean)
+                var = (centered * centered).mean(axis=(0, 2, 3))
+            else:
+                mean = self.running_mean.astype(x.dtype)
+                var = self.running_var.astype(x.dtype)
+                centered = x - _per_channel(mean)
+            invstd = (1.0 / xp.sqrt(var + x.dtype.type(self.eps))).astype(x.dtype)
+            if self.ex is not None:  # the GPU path: keep x (backward recomputes x̂ in its kernel)
+                del centered
+                self.x, self.mean, self.invstd, self.gamma = x, mean, invstd, gamma
+                y = gpu.batch_norm_forward(xp, self.ex, x, mean, invstd, gamma, beta)
+            else:
+                self.xhat, self.invstd, self.gamma = centered * _per_channel(invstd), invstd, gamma
+                y = self.xhat * _per_channel(gamma) + _per_channel(beta)
+        if self.training and self.running_mean is not None:
+            m = self.momentum
+            self.running_mean *= 1 - m
+            self.running_mean += m * mean.astype(self.running_mean.dtype)
+            self.running_var *= 1 - m
+            self.running_var += (m * var * (M / max(M - 1, 1))).astype(self.running_var.dtype)
+        self.M = M
         self.running_mean = self.running_var = None  # not needed for backward
-        return xhat * _per_channel(gamma) + _per_channel(beta)
+        return y
+
+    def _forward_numpy(self, x, gamma, beta):
+        """The same formulas per cache-sized block of channels, on several threads: the block is
+        read from memory once and every later pass (centre, square, scale) reads it from cache."""
+        N, C, H, W = x.shape
+        dtype = x.dtype.type
+        y, xhat = np.empty_like(x), np.empty_like(x)
+        if self.training:
+            mean, var = np.empty(C, x.dtype), np.empty(C, x.dtype)
+        else:
+            mean, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
+        invstd = np.empty(C, x.dtype)
+
+        def normalise_channels(c0, c1):
+            xb, yb, xhat_b = x[:, c0:c1], y[:, c0:c1], xhat[:, c0:c1]
+            if self.training:
+                mean[c0:c1] = xb.mean(axis=(0, 2, 3))
+            np.subtract(xb, _per_channel(mean[c0:c1]), out=xhat_b)          # centred
+            if self.training:
+                np.multiply(xhat_b, xhat_b, out=yb)                          # y as scratch
+                var[c0:c1] = yb.mean(axis=(0, 2, 3))
+            invstd[c0:c1] = 1.0 / np.sqrt(var[c0:c1] + dtype(self.eps))
+            xhat_b *= _per_channel(invstd[c0:c1])
+            np.multiply(xhat_b, _per_channel(gamma[c0:c1]), out=yb)
+            yb += _per_channel(beta[c0:c1])
+
+        par.over_channels(normalise_channels, x)
+        self.xhat, self.invstd, self.gamma = xhat, invstd, gamma
+        return y, mean, var
 
     def backward(self, gy):
         if self.ex is not None:
             xp = get_array_module(gy)
             return gpu.batch_norm_backward(xp, self.ex, self.x, gy, self.mean, self.invstd,
                                            self.gamma, self.training)
+        xp = get_array_module(gy)
+        if xp is np:
+            return self._backward_numpy(gy)
         gbeta = gy.sum(axis=(0, 2, 3))
         ggamma = (gy * self.xhat).sum(axis=(0, 2, 3))
         scale = _per_channel(self.gamma * self.invstd)
@@ -80,6 +117,31 @@ class BatchNormFunction(Function):
         else:
             gx = gy * scale
         return gx.astype(gy.dtype, copy=False), ggamma, gbeta
+
+    def _backward_numpy(self, gy):
+        """The closed-form gradients per cache-sized block of channels, on several threads."""
+        C = gy.shape[1]
+        M, xhat = self.M, self.xhat
+        gx = np.empty_like(gy)
+        gbeta, ggamma = np.empty(C, gy.dtype), np.empty(C, gy.dtype)
+        scale = (self.gamma * self.invstd).astype(gy.dtype)
+
+        def gradient_channels(c0, c1):
+            gy_b, xhat_b, gx_b = gy[:, c0:c1], xhat[:, c0:c1], gx[:, c0:c1]
+            gbeta[c0:c1] = gy_b.sum(axis=(0, 2, 3))
+            np.multiply(gy_b, xhat_b, out=gx_b)                               # gx as scratch
+            ggamma[c0:c1] = gx_b.sum(axis=(0, 2, 3))
+            if self.training:
+                # gx = γ/(M·√(σ²+ε)) · (M·gy − gβ − x̂·gγ)
+                np.multiply(xhat_b, _per_channel(-ggamma[c0:c1] / M), out=gx_b)
+                gx_b += gy_b
+                gx_b -= _per_channel(gbeta[c0:c1] / M)
+                gx_b *= _per_channel(scale[c0:c1])
+            else:
+                np.multiply(gy_b, _per_channel(scale[c0:c1]), out=gx_b)
+
+        par.over_channels(gradient_channels, gy)
+        return gx, ggamma, gbeta
 
 
 def batch_norm(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-4):

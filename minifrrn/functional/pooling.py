@@ -18,6 +18,7 @@ from ..autograd import Function, unwrap
 from ..backend import get_array_module
 from ..kernels import executor_for
 from ..kernels import ops as gpu
+from . import cpu_parallel as par
 
 __all__ = ["max_pool2d", "MaxPool2dFunction"]
 
@@ -34,6 +35,16 @@ def _windows(x, KH, KW, SH, SW, OH, OW):
     v = xp.lib.stride_tricks.as_strided(
         x, shape=(N, C, OH, OW, KH, KW), strides=(sN, sC, sH * SH, sW * SW, sH, sW))
     return v.reshape(N, C, OH, OW, KH * KW)
+
+
+def _over_channel_blocks(xp, work, big, passes):
+    """Run work(c0, c1) over channel blocks of ``big``: inline for CuPy arrays; for NumPy arrays
+    on several threads, in cache-sized blocks when there are few passes per block (small windows),
+    otherwise one block per thread so that NumPy's per-call cost does not multiply."""
+    if xp is not np:
+        work(0, big.shape[1])
+    else:
+        par.over_channels(work, big, cache_blocked=passes <= 16)
 
 
 class MaxPool2dFunction(Function):
@@ -55,18 +66,24 @@ class MaxPool2dFunction(Function):
         index_dtype = np.uint8 if self.KH * self.KW <= 256 else np.int16
         if self.KH * self.KW <= 64:
             # one strided view per window offset: KH·KW passes over output-sized arrays, which reads
-            # the input once in total instead of copying it into a windows array first
-            y = argmax = None
-            for p in range(self.KH):
-                for q in range(self.KW):
-                    view = x[:, :, p:p + self.SH * OH:self.SH, q:q + self.SW * OW:self.SW]
-                    if y is None:
-                        y = view.copy()
-                        argmax = xp.zeros(y.shape, dtype=index_dtype)
-                        continue
-                    better = view > y  # strictly greater: ties keep the first index
-                    xp.copyto(y, view, where=better)
-                    xp.copyto(argmax, index_dtype(p * self.KW + q), where=better)
+            # the input once in total instead of copying it into a windows array first. On the
+            # CPU the passes run per cache-sized block of channels, on several threads.
+            y = xp.empty((N, C, OH, OW), dtype=x.dtype)
+            argmax = xp.zeros((N, C, OH, OW), dtype=index_dtype)
+
+            def pool_channels(c0, c1):
+                y_block, argmax_block = y[:, c0:c1], argmax[:, c0:c1]
+                for p in range(self.KH):
+                    for q in range(self.KW):
+                        view = x[:, c0:c1, p:p + self.SH * OH:self.SH, q:q + self.SW * OW:self.SW]
+                        if p == q == 0:
+                            y_block[...] = view
+                            continue
+                        better = view > y_block  # strictly greater: ties keep the first index
+                        xp.copyto(y_block, view, where=better)
+                        xp.copyto(argmax_block, index_dtype(p * self.KW + q), where=better)
+
+            _over_channel_blocks(xp, pool_channels, x, self.KH * self.KW)
             self.argmax = argmax
             return y
         windows = _windows(x, self.KH, self.KW, self.SH, self.SW, OH, OW)
@@ -85,10 +102,15 @@ class MaxPool2dFunction(Function):
         gx = xp.zeros(self.x_shape, dtype=gy.dtype)
         if (SH, SW) == (KH, KW) and KH * KW <= 64:
             # non-overlapping windows: each input gets at most one gradient, written per offset
-            for p in range(KH):
-                for q in range(KW):
-                    hit = self.argmax == p * KW + q
-                    xp.copyto(gx[:, :, p:p + SH * OH:SH, q:q + SW * OW:SW], gy, where=hit)
+            def scatter_channels(c0, c1):
+                argmax_block, gy_block = self.argmax[:, c0:c1], gy[:, c0:c1]
+                for p in range(KH):
+                    for q in range(KW):
+                        hit = argmax_block == p * KW + q
+                        xp.copyto(gx[:, c0:c1, p:p + SH * OH:SH, q:q + SW * OW:SW], gy_block,
+                                  where=hit)
+
+            _over_channel_blocks(xp, scatter_channels, gx, KH * KW)
             return gx
         argmax = self.argmax.astype(np.int64)
         if (SH, SW) == (KH, KW):

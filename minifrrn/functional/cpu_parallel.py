@@ -1,0 +1,77 @@
+"""Memory-bound loops of the NumPy path on more than one core, in cache-sized pieces.
+
+NumPy runs one copy or addition on one core, and a pass over an array larger than the cache runs
+at the speed of main memory. Two remedies, used by im2col and col2im:
+
+* split the work into independent channel ranges and run them on a few threads (NumPy releases the
+  GIL inside large copies and ufuncs, so the threads really run at once);
+* make each range small enough that the array being accumulated stays in cache while every
+  contribution is added to it (col2im adds KH·KW shifted slices into the same pixels).
+
+Small arrays run inline: starting threads costs more than it saves below ``MIN_PARALLEL_ELEMENTS``.
+Set ``MINIFRRN_CPU_THREADS`` to choose the number of threads (1 disables them).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+MIN_PARALLEL_ELEMENTS = 1 << 20      # about 4 MB of float32: below this, one thread is faster
+CACHE_BLOCK_BYTES = 1 << 19          # 512 KiB: a block that stays in a core's L2 cache
+
+_pool: list = []
+
+
+def cpu_threads() -> int:
+    value = os.environ.get("MINIFRRN_CPU_THREADS")
+    if value is not None:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            raise ValueError(f"MINIFRRN_CPU_THREADS must be an integer, got {value!r}") from None
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _executor(threads):
+    if not _pool or _pool[0]._max_workers != threads:
+        _pool[:] = [ThreadPoolExecutor(threads, thread_name_prefix="minifrrn-cpu")]
+    return _pool[0]
+
+
+def ranges(total, size):
+    """Consecutive [start, stop) ranges of at most ``size`` covering range(total)."""
+    size = max(1, size)
+    return [(start, min(start + size, total)) for start in range(0, total, size)]
+
+
+def run_ranges(work, pieces, elements):
+    """Call ``work(start, stop)`` for every piece, on several threads when ``elements`` (the size of
+    the whole job) is large enough to pay for them. Pieces must touch disjoint outputs."""
+    threads = cpu_threads()
+    if threads == 1 or elements < MIN_PARALLEL_ELEMENTS or len(pieces) == 1:
+        for start, stop in pieces:
+            work(start, stop)
+        return
+    # hand each thread a contiguous share of the pieces, so that neighbours stay together
+    shares = ranges(len(pieces), -(-len(pieces) // threads))
+
+    def run_share(share):
+        for start, stop in pieces[share[0]:share[1]]:
+            work(start, stop)
+
+    for future in [_executor(threads).submit(run_share, share) for share in shares]:
+        future.result()  # re-raises a worker's exception here
+
+
+def over_channels(work, big, cache_blocked=True, elements=None):
+    """Run ``work(c0, c1)`` over channel ranges of the NumPy array ``big`` (N, C, ...), the largest
+    array the work reads or writes: cache-sized blocks when ``cache_blocked`` (every pass after the
+    first then reads from cache), otherwise one range per thread (for work whose per-call NumPy
+    overhead would multiply over many small blocks). ``elements``: the size of the whole job, when
+    it is larger than ``big``'s."""
+    C = big.shape[1]
+    if cache_blocked:
+        size = CACHE_BLOCK_BYTES // max(1, big.nbytes // max(C, 1))
+    else:
+        size = -(-C // cpu_threads())
+    run_ranges(work, ranges(C, size), big.size if elements is None else elements)

@@ -1,0 +1,83 @@
+"""The threaded, cache-blocked NumPy paths give the same results as the inline ones.
+
+Real inputs only take these paths when they are large; here the thresholds are lowered so that
+small shapes run through several threads and several blocks, and are checked against loops written
+independently of the library and against finite differences."""
+import numpy as np
+import pytest
+
+import minifrrn as mf
+import minifrrn.functional as F
+from minifrrn.functional import cpu_parallel
+from minifrrn.functional.conv import col2im, im2col
+
+from test_conv import naive_conv2d
+from test_pooling import distinct, naive_max_pool
+
+
+@pytest.fixture
+def force_parallel(monkeypatch):
+    monkeypatch.setattr(cpu_parallel, "MIN_PARALLEL_ELEMENTS", 0)
+    monkeypatch.setattr(cpu_parallel, "CACHE_BLOCK_BYTES", 64)  # a channel or two per block
+    monkeypatch.setenv("MINIFRRN_CPU_THREADS", "2")
+
+
+def test_ranges_cover_everything_once():
+    assert cpu_parallel.ranges(7, 3) == [(0, 3), (3, 6), (6, 7)]
+    assert cpu_parallel.ranges(2, 0) == [(0, 1), (1, 2)]
+
+
+def test_run_ranges_runs_every_piece_and_reraises(force_parallel):
+    seen = []
+    cpu_parallel.run_ranges(lambda a, b: seen.append((a, b)), cpu_parallel.ranges(10, 3), 10)
+    assert sorted(seen) == cpu_parallel.ranges(10, 3)
+
+    def fail(a, b):
+        if a == 6:
+            raise ValueError("piece 6 failed")
+    with pytest.raises(ValueError, match="piece 6"):
+        cpu_parallel.run_ranges(fail, cpu_parallel.ranges(10, 3), 10)
+
+
+def test_bad_thread_count_is_named(monkeypatch):
+    monkeypatch.setenv("MINIFRRN_CPU_THREADS", "two")
+    with pytest.raises(ValueError, match="MINIFRRN_CPU_THREADS must be an integer"):
+        cpu_parallel.cpu_threads()
+
+
+@pytest.mark.parametrize("k,s,p", [(3, 1, 1), (3, 2, 1), (5, 1, 2), (1, 2, 0)])
+def test_conv_forward_and_adjoint_on_the_parallel_path(force_parallel, k, s, p):
+    rng = np.random.default_rng(k + s + p)
+    x, W = rng.standard_normal((2, 5, 9, 8)), rng.standard_normal((3, 5, k, k))
+    y = F.conv2d(mf.tensor(x), mf.tensor(W), stride=s, pad=p)
+    np.testing.assert_allclose(y.data, naive_conv2d(x, W, None, (s, s), (p, p)), rtol=1e-12,
+                               atol=1e-12)
+    cols = im2col(x, k, k, s, s, p, p)
+    c = rng.standard_normal(cols.shape)
+    np.testing.assert_allclose((cols * c).sum(), (x * col2im(c, x.shape, k, k, s, s, p, p)).sum(),
+                               rtol=1e-12)
+    mf.gradcheck(lambda x, W: F.conv2d(x, W, stride=s, pad=p), [x[:1, :3], W[:, :3]])
+
+
+@pytest.mark.parametrize("k", [2, 3, 8])
+def test_max_pool_on_the_parallel_path(force_parallel, k):
+    x = distinct((2, 5, 2 * k, 3 * k), seed=k)
+    y = F.max_pool2d(mf.tensor(x), k)
+    np.testing.assert_array_equal(y.data, naive_max_pool(x, k, k))
+    mf.gradcheck(lambda t: F.max_pool2d(t, k), [x[:1, :3]])
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_on_the_parallel_path(force_parallel, training):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 5, 4, 6)) * 2 + 1
+    gamma, beta = rng.standard_normal(5), rng.standard_normal(5)
+    running_mean, running_var = rng.standard_normal(5), rng.uniform(0.5, 2.0, 5)
+    mean = x.mean(axis=(0, 2, 3)) if training else running_mean
+    var = x.var(axis=(0, 2, 3)) if training else running_var
+    expected = ((x - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-4)
+                * gamma[:, None, None] + beta[:, None, None])
+    y = F.batch_norm(x, gamma, beta, running_mean.copy(), running_var.copy(), training)
+    np.testing.assert_allclose(y.data, expected, rtol=1e-12, atol=1e-12)
+    mf.gradcheck(lambda x, g, b: F.batch_norm(x, g, b, running_mean.copy(), running_var.copy(),
+                                              training), [x, gamma, beta])
