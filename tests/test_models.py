@@ -85,3 +85,10 @@ def test_he_uniform_bounds():
     assert np.abs(conv.weight.data).max() <= bound
     assert np.abs(conv.weight.data).max() > 0.9 * bound
     assert not model.classifier.bias.data.any()
+
+
+@pytest.mark.parametrize("size,advice", [((12, 20), "use height 8 or 16 and width 16 or 24"),
+                                         ((6, 16), "use height 8 and width 16")])
+def test_the_size_error_suggests_sizes_that_work(size, advice):
+    with pytest.raises(ValueError, match=advice):
+        frrn_tiny()(mf.tensor(np.zeros((1, 3) + size, np.float32)))

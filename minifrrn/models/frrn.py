@@ -82,7 +82,9 @@ class FRRN(Module):
         f = self.factor
         if H % f or W % f:
             def near(v):
-                low = max(f, v // f * f)
+                if v < f:
+                    return str(f)  # the smallest size that works
+                low = v // f * f
                 return f"{low} or {low + f}" if v % f else str(v)
             raise ValueError(f"{self.name}: input size {H}x{W} is not divisible by {f} (the model's "
                              f"deepest pooling): use height {near(H)} and width {near(W)}")
