@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 
 import numpy as np
@@ -157,3 +158,32 @@ def emulate_gpu(enabled: bool = True):
         yield
     finally:
         _emulation.enabled = previous
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def tune_cpu_allocator(mmap_threshold=32 << 20, trim_threshold=1 << 30) -> bool:
+    """Let the C allocator keep and reuse freed memory for arrays up to ``mmap_threshold`` bytes.
+
+    By default glibc returns large freed blocks to the operating system, so every op that makes a
+    new activation or gradient of a few MB gets fresh pages, and the kernel zero-fills them on first
+    touch: an extra pass over memory for nearly every op of a training step. Keeping freed memory
+    (up to ``trim_threshold`` bytes at the top of the heap) removes that pass: measured on two
+    cores, a frrn_tiny training step ran about 20% faster (frrn_a's step, dominated by GEMMs on
+    arrays above the threshold, did not change). Process-wide, so the ``minifrrn`` command does it
+    and a library user may choose to. Returns False where the C library has no ``mallopt`` (not glibc).
+    """
+    import ctypes
+    import ctypes.util
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))
+                and mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))

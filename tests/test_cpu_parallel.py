@@ -81,3 +81,12 @@ def test_batch_norm_on_the_parallel_path(force_parallel, training):
     np.testing.assert_allclose(y.data, expected, rtol=1e-12, atol=1e-12)
     mf.gradcheck(lambda x, g, b: F.batch_norm(x, g, b, running_mean.copy(), running_var.copy(),
                                               training), [x, gamma, beta])
+
+
+def test_allocator_tuning_reports_what_it_did():
+    import sys
+    from minifrrn.backend import tune_cpu_allocator
+    result = tune_cpu_allocator()
+    assert isinstance(result, bool)
+    if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
+        assert result  # glibc has mallopt: the settings must have been accepted

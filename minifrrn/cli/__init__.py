@@ -14,7 +14,7 @@ import argparse
 import importlib
 import sys
 
-from ..backend import GPUUnavailableError
+from ..backend import GPUUnavailableError, tune_cpu_allocator
 
 COMMANDS = {
     "train": "train a model (no arguments: frrn_tiny on synthetic street scenes, on the CPU)",
@@ -53,6 +53,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     module = importlib.import_module(f".{args.command}", __name__)
+    tune_cpu_allocator()  # reuse freed memory instead of faulting in fresh pages for every array
     try:
         return int(module.run(args) or 0)
     except (CLIError, ValueError, TypeError, FileNotFoundError, NotADirectoryError,

@@ -21,8 +21,17 @@ from ..autograd import Function, unwrap
 from ..backend import get_array_module
 from ..kernels import executor_for
 from ..kernels import ops as gpu
+from . import cpu_parallel as par
 
 __all__ = ["upsample_nearest2d", "upsample_bilinear2x", "bilinear2x_axis", "bilinear2x_axis_adjoint"]
+
+
+def _over_channels(xp, work, big, cache_blocked=True):
+    """work(c0, c1) over channel ranges: inline for CuPy, blocked and threaded for NumPy."""
+    if xp is not np:
+        work(0, big.shape[1])
+    else:
+        par.over_channels(work, big, cache_blocked)
 
 
 class UpsampleNearest2dFunction(Function):
@@ -39,20 +48,32 @@ class UpsampleNearest2dFunction(Function):
         N, C, H, W = x.shape
         s = self.scale
         y = xp.empty((N, C, H, s, W, s), dtype=x.dtype)
-        y[...] = x[:, :, :, None, :, None]  # one broadcast write, no intermediate repeats
+
+        def repeat_channels(c0, c1):
+            y[:, c0:c1] = x[:, c0:c1, :, None, :, None]  # one broadcast write, no repeats
+
+        _over_channels(xp, repeat_channels, y, cache_blocked=False)
         return y.reshape(N, C, H * s, W * s)
 
     def backward(self, gy):
         if self.ex is not None:
             return gpu.upsample_nearest_backward(get_array_module(gy), self.ex, gy, self.scale)
+        xp = get_array_module(gy)
         s = self.scale
-        # s·s strided adds of output-sized blocks: much faster than a reduction over the
-        # non-contiguous block axes of a 6-D view
-        gx = gy[:, :, 0::s, 0::s].copy()
-        for p in range(s):
-            for q in range(s):
-                if p or q:
-                    gx += gy[:, :, p::s, q::s]
+        N, C, H, W = gy.shape
+        gx = xp.empty((N, C, H // s, W // s), dtype=gy.dtype)
+
+        def block_sums(c0, c1):
+            # s·s strided adds of output-sized blocks: much faster than a reduction over the
+            # non-contiguous block axes of a 6-D view
+            g, out = gy[:, c0:c1], gx[:, c0:c1]
+            out[...] = g[:, :, 0::s, 0::s]
+            for p in range(s):
+                for q in range(s):
+                    if p or q:
+                        out += g[:, :, p::s, q::s]
+
+        _over_channels(xp, block_sums, gy, cache_blocked=s * s <= 16)
         return gx
 
 
@@ -89,13 +110,28 @@ class UpsampleBilinear2xFunction(Function):
         self.ex = executor_for(x)
         if self.ex is not None:
             return gpu.bilinear2x_forward(get_array_module(x), self.ex, x)
-        return bilinear2x_axis(bilinear2x_axis(x, 2), 3)
+        xp = get_array_module(x)
+        N, C, H, W = x.shape
+        y = xp.empty((N, C, 2 * H, 2 * W), dtype=x.dtype)
+
+        def interpolate_channels(c0, c1):
+            y[:, c0:c1] = bilinear2x_axis(bilinear2x_axis(x[:, c0:c1], 2), 3)
+
+        _over_channels(xp, interpolate_channels, y)
+        return y
 
     def backward(self, gy):
         xp = get_array_module(gy)
         if self.ex is not None:
             return gpu.bilinear2x_backward(xp, self.ex, gy)
-        return xp.ascontiguousarray(bilinear2x_axis_adjoint(bilinear2x_axis_adjoint(gy, 3), 2))
+        N, C, H, W = gy.shape
+        gx = xp.empty((N, C, H // 2, W // 2), dtype=gy.dtype)
+
+        def adjoint_channels(c0, c1):
+            gx[:, c0:c1] = bilinear2x_axis_adjoint(bilinear2x_axis_adjoint(gy[:, c0:c1], 3), 2)
+
+        _over_channels(xp, adjoint_channels, gy)
+        return gx
 
 
 def _check(name, x):
