@@ -307,7 +307,9 @@ class Trainer:
         if self.config.quiet:
             return
         if sys.stdout.isatty():
-            print("\r" + line.ljust(90), end="", flush=True)
+            filled = 24 * self.step // self.config.steps
+            bar = "[" + "#" * filled + "." * (24 - filled) + "]"
+            print("\r" + (bar + " " + line).ljust(110), end="", flush=True)
         elif self.step % 20 == 0 or self.step == self.config.steps:
             print(line, flush=True)
 
