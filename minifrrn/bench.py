@@ -27,7 +27,8 @@ from . import functional as F
 from .autograd import tensor
 from .backend import check_device, cupy_or_none
 
-__all__ = ["Row", "Context", "run_benchmarks", "format_rows", "conv_gemm_floor", "median_time"]
+__all__ = ["Row", "Context", "run_benchmarks", "format_rows", "conv_gemm_floor", "median_time",
+           "median_times"]
 
 
 @dataclass
@@ -57,25 +58,35 @@ def median_time(fn, device="cpu", repeats=5, warmup=1):
 
     On the GPU each call is timed with CUDA events after a synchronisation: work is asynchronous
     there, and a host clock would time the launch, not the kernels."""
+    return median_times([fn], device, repeats, warmup)[0]
+
+
+def median_times(fns, device="cpu", repeats=5, warmup=1):
+    """Median wall times of several functions, timed in turn (a, b, a, b, ...) so that a slow
+    stretch of a shared machine falls on all of them alike and their ratio stays fair."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, record in zip(fns, times):
+            record.append(_time_once(fn, device))
+    return [statistics.median(record) for record in times]
+
+
+def _time_once(fn, device):
     if device == "gpu":
         cp = cupy_or_none()
-        for _ in range(repeats):
-            start, stop = cp.cuda.Event(), cp.cuda.Event()
-            cp.cuda.Device().synchronize()
-            start.record()
-            fn()
-            stop.record()
-            stop.synchronize()
-            times.append(cp.cuda.get_elapsed_time(start, stop) / 1e3)
-    else:
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        start, stop = cp.cuda.Event(), cp.cuda.Event()
+        cp.cuda.Device().synchronize()
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        return cp.cuda.get_elapsed_time(start, stop) / 1e3
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def _timer(ctx, fn, repeats=None, warmup=1):
@@ -114,6 +125,12 @@ def _measure_machine(ctx, tiny):
 
 def conv_gemm_floor(ctx, N, C, OC, H, W, k, stride=1):
     """Median time of the three GEMMs of an im2col conv forward+backward on same-sized operands."""
+    gemms, flops = _conv_gemms(ctx, N, C, OC, H, W, k, stride)
+    return _timer(ctx, gemms), flops
+
+
+def _conv_gemms(ctx, N, C, OC, H, W, k, stride=1):
+    """The three GEMMs of an im2col conv forward+backward, as a function to time, and their flops."""
     xp = ctx.xp
     pad = (k - 1) // 2
     OH, OW = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
@@ -126,7 +143,7 @@ def conv_gemm_floor(ctx, N, C, OC, H, W, k, stride=1):
             gy[n] @ cols[n].T
         xp.matmul(Wm.T, gy)
 
-    return _timer(ctx, gemms), 3 * 2 * OC * ckk * hw * N
+    return gemms, 3 * 2 * OC * ckk * hw * N
 
 
 def _bench_conv(ctx, N, C, OC, H, W, k):
@@ -139,8 +156,8 @@ def _bench_conv(ctx, N, C, OC, H, W, k):
         Wt.zero_grad()
         F.conv2d(x, Wt, pad=(k - 1) // 2).backward(gy)
 
-    t = _timer(ctx, step)
-    floor, flops = conv_gemm_floor(ctx, N, C, OC, H, W, k)
+    gemms, flops = _conv_gemms(ctx, N, C, OC, H, W, k)
+    t, floor = median_times([step, gemms], ctx.device, ctx.repeats)  # interleaved: a fair ratio
     ctx.rows.append(Row("conv2d fwd+bwd", f"{N}x{C}->{OC} {H}x{W} k{k}", t * 1e3, floor * 1e3,
                         t / floor, flops / t / 1e9, _peak_mib(ctx, step)))
 

@@ -1,7 +1,7 @@
 """The benchmark runs and reports well-formed figures (no wall-time assertions)."""
 import json
 
-from minifrrn.bench import run_benchmarks
+from minifrrn.bench import median_times, run_benchmarks
 from minifrrn.cli import main
 
 
@@ -31,3 +31,11 @@ def test_bench_gpu_without_gpu_is_a_clear_error(capsys, monkeypatch):
     monkeypatch.setattr(backend, "gpu_available", lambda: False)
     assert main(["bench", "--device", "gpu"]) == 2
     assert "minifrrn[gpu]" in capsys.readouterr().err or "gpu" in capsys.readouterr().err
+
+
+def test_median_times_interleaves_the_functions_it_compares():
+    calls = []
+    medians = median_times([lambda: calls.append("a"), lambda: calls.append("b")], repeats=3,
+                           warmup=1)
+    assert calls == ["a", "b"] * 4  # one warm-up round, then three timed rounds, in turn
+    assert len(medians) == 2 and all(m >= 0 for m in medians)
