@@ -1,12 +1,14 @@
-"""Time conv2d at FRRN A's shapes against its GEMM floor: how far the im2col path is from the
+"""Time conv2d at FRRN A's shapes against its GEMM floor: how far the convolution is from the
 matrix multiplications it cannot avoid.
 
 An im2col convolution's forward and backward are three GEMMs (W·cols, gy·colsᵀ, Wᵀ·gy) plus the data
 movement around them (im2col, col2im, reshapes). ``minifrrn.bench.conv_gemm_floor`` times those three
 GEMMs alone on operands of the same shapes, in the same run, so the ratio ``conv time / floor`` says
-how much the rest costs, whatever the machine: 1.0 would be perfect. ``minifrrn bench`` prints the
-same measure for every op and the whole model; this script is the few lines to adapt when you want
-your own shapes.
+how much the rest costs, whatever the machine: 1.0 would be perfect. (On the CPU, stride-1
+convolutions with 16 or more channels split the same multiply-adds into one GEMM per kernel offset,
+so that cols is never written to memory; the floor stays the im2col GEMMs.) ``minifrrn bench``
+prints the same measure for every op and the whole model; this script is the few lines to adapt
+when you want your own shapes.
 
     python examples/bench_ops.py                         # FRRN A's shapes at 256x512, CPU: ~1 min
     python examples/bench_ops.py --device gpu --repeats 20

@@ -6,6 +6,7 @@ import pytest
 
 import minifrrn as mf
 import minifrrn.functional as F
+from minifrrn.functional import conv as conv_module
 from minifrrn.functional.conv import col2im, im2col
 
 
@@ -97,3 +98,90 @@ def test_bad_input_is_named(args, kwargs, error, match):
 def test_mixed_dtypes_are_rejected_before_any_work():
     with pytest.raises(TypeError, match="x is float64 but the weights are float32"):
         F.conv2d(mf.tensor(np.ones((1, 2, 4, 4))), mf.tensor(np.ones((3, 2, 3, 3), np.float32)))
+
+
+# --- the shifted-GEMM route (stride 1, many channels on the CPU) -----------------------------------
+
+@pytest.fixture
+def shifted_everywhere(monkeypatch):
+    """Take the shifted-GEMM route for every stride-1 window, in chunks and bands of a row or two,
+    so that small test shapes run every loop of it more than once."""
+    monkeypatch.setattr(conv_module, "SHIFTED_MIN_CHANNELS", 1)
+    monkeypatch.setattr(conv_module, "SHIFTED_MIN_PIXELS", 1)
+    monkeypatch.setattr(conv_module, "SHIFTED_CHUNK_BYTES", 1)
+    monkeypatch.setattr(conv_module, "GW_BAND_BYTES", 1)
+
+
+@pytest.fixture
+def poisoned_empty(monkeypatch):
+    """np.empty returning NaN-filled arrays: any element the code forgets to write shows up."""
+    real_empty = np.empty
+
+    def empty(shape, dtype=float, **kwargs):
+        out = real_empty(shape, dtype=dtype, **kwargs)
+        out.fill(np.nan)
+        return out
+
+    monkeypatch.setattr(np, "empty", empty)
+
+
+SHIFTED = [((3, 3), (1, 1)), ((3, 3), (0, 0)), ((5, 5), (2, 2)), ((3, 3), (2, 2)), ((3, 5), (1, 2)),
+           ((1, 3), (0, 1)), ((3, 3), (0, 2))]
+
+
+def _random_case(seed, kernel, H, W):
+    """x (2, 3, H, W), weights (4, 3) + kernel and a bias, drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((2, 3, H, W)), rng.standard_normal((4, 3) + kernel),
+            rng.standard_normal(4))
+
+
+@pytest.mark.parametrize("kernel,pad", SHIFTED)
+def test_shifted_route_matches_naive_loops(shifted_everywhere, poisoned_empty, kernel, pad):
+    x, W, b = _random_case(sum(kernel) * 7 + sum(pad), kernel, 7, 6)
+    fn = conv_module.Conv2dFunction((1, 1), pad)
+    y = fn(mf.tensor(x, dtype=np.float64), mf.tensor(W, dtype=np.float64, requires_grad=True),
+           mf.tensor(b, dtype=np.float64))
+    assert fn.shifted
+    np.testing.assert_allclose(y.data, naive_conv2d(x, W, b, (1, 1), pad), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel,pad", SHIFTED)
+def test_shifted_route_gradcheck(shifted_everywhere, poisoned_empty, kernel, pad):
+    x, W, b = _random_case(sum(kernel) * 11 + sum(pad), kernel, 6, 5)
+    mf.gradcheck(lambda x, W, b: F.conv2d(x, W, b, pad=pad), [x, W, b])
+
+
+def test_shifted_route_gradcheck_non_contiguous_input_without_bias(shifted_everywhere):
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((1, 6, 5, 3)).transpose(0, 3, 1, 2)  # (1, 3, 6, 5), not contiguous
+    mf.gradcheck(lambda x, W: F.conv2d(x, W, pad=1), [x, rng.standard_normal((2, 3, 3, 3))])
+
+
+def test_shifted_gx_falls_back_to_col2im_for_few_output_channels(monkeypatch):
+    # 16 input channels take the shifted route forward; gy's 2 channels are too few for it
+    monkeypatch.setattr(conv_module, "SHIFTED_MIN_PIXELS", 1)
+    monkeypatch.setattr(conv_module, "GW_BAND_BYTES", 1)
+    rng = np.random.default_rng(13)
+    x, W = rng.standard_normal((1, 16, 5, 4)), rng.standard_normal((2, 16, 3, 3))
+    fn = conv_module.Conv2dFunction((1, 1), (1, 1))
+    fn(mf.tensor(x, dtype=np.float64, requires_grad=True), mf.tensor(W, dtype=np.float64))
+    assert fn.shifted
+    mf.gradcheck(lambda x, W: F.conv2d(x, W, pad=1), [x, W], mode="directional")
+
+
+def test_route_choice_and_what_backward_keeps(monkeypatch):
+    monkeypatch.setattr(conv_module, "SHIFTED_MIN_PIXELS", 80)
+    x = np.random.default_rng(14).standard_normal((1, 32, 8, 10)).astype(np.float32)
+    wide = conv_module.Conv2dFunction((1, 1), (1, 1))
+    wide(mf.tensor(x), mf.tensor(np.ones((8, 32, 3, 3), np.float32), requires_grad=True))
+    assert wide.shifted
+    # the flattened padded input, not the nine-times larger cols
+    assert wide.flat.size == 32 * (10 * 12 + 2)
+    narrow = conv_module.Conv2dFunction((1, 1), (1, 1))
+    narrow(mf.tensor(x[:, :3]), mf.tensor(np.ones((8, 3, 3, 3), np.float32), requires_grad=True))
+    strided = conv_module.Conv2dFunction((2, 2), (1, 1))
+    strided(mf.tensor(x), mf.tensor(np.ones((8, 32, 3, 3), np.float32), requires_grad=True))
+    small = conv_module.Conv2dFunction((1, 1), (1, 1))
+    small(mf.tensor(x[:, :, :7]), mf.tensor(np.ones((8, 32, 3, 3), np.float32), requires_grad=True))
+    assert not narrow.shifted and not strided.shifted and not small.shifted

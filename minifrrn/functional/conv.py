@@ -16,6 +16,20 @@ no transpose of the output is needed, and BLAS does the work. The gradients are 
 
 col2im is the adjoint of im2col: every column entry is added back to the input pixel it came from.
 A 1×1 convolution with stride 1 and no padding needs no im2col at all (cols is x itself).
+
+On the CPU, a stride-1 convolution with enough channels takes a second route to the same sums, the
+*shifted GEMM*: it splits the sum over (c, p, q) by kernel offset,
+
+    y = Σ_{p, q} W[:, :, p, q] @ shift_{p,q}(x_pad)        (KH·KW products of (OC, C)·(C, pixels))
+
+Flatten each padded channel row after row (width Wp = W + 2·PW); then shift_{p,q}(x_pad) for a run
+of whole output rows is one *contiguous* slice of it, starting p·Wp + q further on. BLAS reads the
+slices in place, so the KH·KW-times larger cols array is never written to memory (its writing, and
+col2im's reading, cost as much as the GEMMs themselves on a memory-bound CPU); each output row
+gains Wp − OW columns that straddle the padding and are dropped. The same route gives gx, which is
+the convolution of gy with the flipped, transposed kernel Wᵀ[:, :, ::-1, ::-1] padded by K − 1 − P;
+and gW is built from im2col of a band of rows at a time, small enough to stay in the cache, from the
+flattened padded input that forward keeps (the size of x, not of cols).
 """
 from __future__ import annotations
 
@@ -27,9 +41,14 @@ from ..kernels import executor_for
 from ..kernels import ops as gpu
 from . import cpu_parallel as par
 
-__all__ = ["conv2d", "Conv2dFunction", "im2col", "col2im", "conv_output_size"]
+__all__ = ["conv2d", "Conv2dFunction", "im2col", "col2im", "shifted_conv2d", "conv_output_size"]
 
 _FLOATS = (np.float32, np.float64)
+
+SHIFTED_MIN_CHANNELS = 16     # below this, KH·KW thin GEMMs (inner size C) lose to im2col's one
+SHIFTED_MIN_PIXELS = 4096     # below this many output pixels, cols is small and one GEMM wins
+SHIFTED_CHUNK_BYTES = 1 << 21  # output rows per shifted GEMM chunk: the partial sums stay in cache
+GW_BAND_BYTES = 1 << 22        # rows per im2col band for gW: a band of cols of about this size
 
 
 def _pair(value, name):
@@ -91,6 +110,92 @@ def col2im(cols, x_shape, KH, KW, SH, SW, PH, PW):
     return gx[:, :, PH:PH + H, PW:PW + W]
 
 
+def _use_shifted(xp, channels, pixels, KH, KW, SH, SW, PH, PW):
+    """Whether the shifted-GEMM route applies: NumPy, stride 1, a real window, enough channels and
+    output pixels for its thin GEMMs to run near BLAS speed (measured with ``minifrrn bench``), and
+    padding below the kernel (so the transposed convolution that gives gx needs no negative
+    padding)."""
+    return (xp is np and SH == SW == 1 and KH * KW > 1 and channels >= SHIFTED_MIN_CHANNELS
+            and pixels >= SHIFTED_MIN_PIXELS and PH < KH and PW < KW)
+
+
+def _flat_padded(x, PH, PW, KW):
+    """x (N, C, H, W) zero-padded and flattened per channel: (N, C, Hp·Wp + KW − 1). The KW − 1
+    trailing elements let the last row's shifted slices run to full length; they only feed the
+    dropped columns, and are zeroed so that no stray NaN or denormal there slows the GEMM."""
+    N, C, H, W = x.shape
+    Hp, Wp = H + 2 * PH, W + 2 * PW
+    flat = np.empty((N, C, Hp * Wp + KW - 1), dtype=x.dtype)
+    grid = flat[:, :, :Hp * Wp].reshape(N, C, Hp, Wp)
+    # zero the border only: filling the whole array first would cost one more pass over it
+    grid[:, :, :PH] = 0
+    grid[:, :, PH + H:] = 0
+    grid[:, :, PH:PH + H, :PW] = 0
+    grid[:, :, PH:PH + H, PW + W:] = 0
+    flat[:, :, Hp * Wp:] = 0
+    grid[:, :, PH:PH + H, PW:PW + W] = x
+    return flat
+
+
+def shifted_conv2d(x, W, PH, PW):
+    """Stride-1 convolution of NumPy x (N, C, H, W) with W (OC, C, KH, KW) as KH·KW GEMMs on
+    shifted slices of the flattened padded input (module docstring). Returns (y, flat): y
+    (N, OC, OH, OW) and the flattened padded input, which gW reuses."""
+    N, C, H, Wd = x.shape
+    OC, _, KH, KW = W.shape
+    Wp = Wd + 2 * PW
+    OH, OW = H + 2 * PH - KH + 1, Wp - KW + 1
+    flat = _flat_padded(x, PH, PW, KW)
+    W_offsets = np.ascontiguousarray(W.transpose(2, 3, 0, 1))  # (KH, KW, OC, C): one matrix each
+    y = np.empty((N, OC, OH, OW), dtype=x.dtype)
+    rows = max(1, min(OH, SHIFTED_CHUNK_BYTES // (max(C, OC) * Wp * x.itemsize)))
+    total, part = (np.empty((OC, rows * Wp), dtype=x.dtype) for _ in range(2))
+    for n in range(N):
+        for i0 in range(0, OH, rows):
+            r = min(rows, OH - i0)
+            acc, tmp = total[:, :r * Wp], part[:, :r * Wp]
+            for p in range(KH):
+                for q in range(KW):
+                    start = (i0 + p) * Wp + q  # output pixel (i, j) reads flat[(i + p)·Wp + j + q]
+                    shifted = flat[n, :, start:start + r * Wp]
+                    if p == q == 0:
+                        np.matmul(W_offsets[p, q], shifted, out=acc)
+                    else:
+                        np.matmul(W_offsets[p, q], shifted, out=tmp)
+                        acc += tmp
+            # of each output row's Wp columns, the first OW are real pixels
+            y[n, :, i0:i0 + r] = acc.reshape(OC, r, Wp)[:, :, :OW]
+    return y, flat
+
+
+def _weight_grad_in_bands(gy, flat, W_shape, x_shape, PH, PW):
+    """gW = Σ_n gy[n] @ cols[n]ᵀ with cols built one band of output rows at a time from the
+    flattened padded input, so that each band of cols is written to and read from the cache."""
+    N, OC, OH, OW = gy.shape
+    _, C, KH, KW = W_shape
+    Wp = x_shape[3] + 2 * PW
+    CKK = C * KH * KW
+    gWm = np.zeros((OC, CKK), dtype=gy.dtype)
+    product = np.empty_like(gWm)
+    rows = max(1, min(OH, GW_BAND_BYTES // (CKK * OW * gy.itemsize)))
+    band = np.empty(CKK * rows * OW, dtype=gy.dtype)
+    gy_rows = gy.reshape(N, OC, OH * OW)
+    step = flat.strides[2]
+    for n in range(N):
+        for i0 in range(0, OH, rows):
+            r = min(rows, OH - i0)
+            # window view (C, KH, KW, r, OW): entry (c, p, q, i, j) is padded pixel (i0+i+p, j+q)
+            windows = np.lib.stride_tricks.as_strided(
+                flat[n, :, i0 * Wp:], shape=(C, KH, KW, r, OW),
+                strides=(flat.strides[1], Wp * step, step, Wp * step, step))
+            cols = band[:CKK * r * OW].reshape(C, KH, KW, r, OW)
+            np.copyto(cols, windows)
+            np.matmul(gy_rows[n, :, i0 * OW:(i0 + r) * OW], cols.reshape(CKK, r * OW).T,
+                      out=product)
+            gWm += product
+    return gWm.reshape(W_shape)
+
+
 class Conv2dFunction(Function):
     """y = conv2d(x, W, b) (see the module docstring); returns (gx, gW, gb)."""
 
@@ -113,6 +218,15 @@ class Conv2dFunction(Function):
             self.W = W if self.needs_input_grad[0] else None
             self.W_shape = W.shape
             return y
+        self.shifted = _use_shifted(xp, C, OH * OW, KH, KW, self.SH, self.SW, self.PH, self.PW)
+        self.W_shape = W.shape
+        if self.shifted:
+            y, flat = shifted_conv2d(x, W, self.PH, self.PW)
+            if b is not None:
+                y += b.reshape(1, OC, 1, 1)
+            self.flat = flat if self.needs_input_grad[1] else None
+            self.W = W if self.needs_input_grad[0] else None
+            return y
         pointwise = KH == KW == 1 and self.SH == self.SW == 1 and self.PH == self.PW == 0
         cols = (xp.ascontiguousarray(x).reshape(N, C, H * Wd) if pointwise
                 else im2col(x, KH, KW, self.SH, self.SW, self.PH, self.PW))
@@ -123,7 +237,6 @@ class Conv2dFunction(Function):
         # keep only what the gradients need: cols for gW, W for gx
         self.cols = cols if self.needs_input_grad[1] else None
         self.Wm = Wm if self.needs_input_grad[0] else None
-        self.W_shape = W.shape
         return y.reshape(N, OC, OH, OW)
 
     def backward(self, gy):
@@ -137,6 +250,8 @@ class Conv2dFunction(Function):
                 self.needs_input_grad[0], self.needs_input_grad[1],
                 has_bias and self.needs_input_grad[2])
             return (gx, gW, gb) if has_bias else (gx, gW)
+        if self.shifted:
+            return self._shifted_backward(gy, has_bias)
         gy = gy.reshape(N, OC, OH * OW)
         gx = gW = gb = None
         if self.needs_input_grad[1]:
@@ -155,6 +270,29 @@ class Conv2dFunction(Function):
                             self.PW)
                 gx = xp.ascontiguousarray(gx)
         return (gx, gW) if len(self.needs_input_grad) == 2 else (gx, gW, gb)
+
+    def _shifted_backward(self, gy, has_bias):
+        """The gradients of the shifted-GEMM forward: gW from bands of cols, gb = Σ gy, and gx as
+        the convolution of gy with the flipped, transposed kernel (by the shifted route too when gy
+        has enough channels, otherwise as col2im(Wᵀ·gy))."""
+        gy = np.ascontiguousarray(gy)
+        OC, C, KH, KW = self.W_shape
+        gx = gW = gb = None
+        if self.needs_input_grad[1]:
+            gW = _weight_grad_in_bands(gy, self.flat, self.W_shape, self.x_shape, self.PH, self.PW)
+        if has_bias and self.needs_input_grad[2]:
+            gb = gy.sum(axis=(0, 2, 3))
+        if self.needs_input_grad[0]:
+            N, C, H, W = self.x_shape
+            if _use_shifted(np, OC, H * W, KH, KW, 1, 1, KH - 1 - self.PH, KW - 1 - self.PW):
+                W_adjoint = self.W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, OC, KH, KW)
+                gx, _ = shifted_conv2d(gy, W_adjoint, KH - 1 - self.PH, KW - 1 - self.PW)
+            else:
+                N, _, OH, OW = gy.shape
+                gcols = np.matmul(self.W.reshape(OC, -1).T, gy.reshape(N, OC, OH * OW))
+                gx = np.ascontiguousarray(col2im(gcols, self.x_shape, KH, KW, 1, 1, self.PH,
+                                                 self.PW))
+        return (gx, gW, gb) if has_bias else (gx, gW)
 
 
 def conv2d(x, W, b=None, stride=1, pad=0):
