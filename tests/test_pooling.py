@@ -54,3 +54,43 @@ def test_bad_input():
         F.max_pool2d(mf.tensor(np.ones((3, 3))), 2)
     with pytest.raises(TypeError, match="kernel must be an integer"):
         F.max_pool2d(mf.tensor(np.ones((1, 1, 4, 4))), 2.5)
+
+
+def first_max_gradient(x, gy, k):
+    """gx of non-overlapping k×k max pooling written from the rule: each window's upstream gradient
+    goes to its first maximum in row-major order (np.argmax of the flattened window)."""
+    gx = np.zeros_like(x)
+    N, C, OH, OW = gy.shape
+    for n, c, i, j in itertools.product(range(N), range(C), range(OH), range(OW)):
+        window = x[n, c, i * k:(i + 1) * k, j * k:(j + 1) * k]
+        p, q = divmod(int(np.argmax(window)), k)
+        gx[n, c, i * k + p, j * k + q] = gy[n, c, i, j]
+    return gx
+
+
+@pytest.fixture
+def poisoned_empty(monkeypatch):
+    """np.empty returning NaN-filled arrays: any element the code forgets to write shows up."""
+    real_empty = np.empty
+
+    def empty(shape, dtype=float, **kwargs):
+        out = real_empty(shape, dtype=dtype, **kwargs)
+        out.fill(np.nan if np.dtype(dtype).kind == "f" else 77)
+        return out
+
+    monkeypatch.setattr(np, "empty", empty)
+
+
+@pytest.mark.parametrize("k,shape", [(2, (2, 3, 9, 7)), (3, (1, 2, 10, 9)), (4, (1, 3, 9, 13)),
+                                     (8, (1, 2, 17, 16))])
+def test_many_ties_go_to_the_first_maximum_in_row_major_order(poisoned_empty, k, shape):
+    # values from {0, 1, 2}: most windows hold several maxima, e.g. at (1, 0) and (0, 1)
+    x = np.random.default_rng(k).integers(0, 3, shape).astype(np.float64)
+    gy = np.random.default_rng(k + 1).standard_normal((shape[0], shape[1], shape[2] // k,
+                                                        shape[3] // k))
+    t = mf.tensor(x, dtype=np.float64, requires_grad=True)
+    y = F.max_pool2d(t, k)
+    y.backward(gy)
+    np.testing.assert_array_equal(y.data, naive_max_pool(x, k, k))
+    # cropped rows and columns (sizes not divisible by k) get exactly zero
+    np.testing.assert_array_equal(t.grad, first_max_gradient(x, gy, k))

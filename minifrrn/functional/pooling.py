@@ -9,6 +9,10 @@ Backward sends each upstream gradient to the one input that won its window:
 gx[n, c, i·SH + p*, j·SW + q*] += gy[n, c, i, j] with (p*, q*) the argmax. Ties go to the *first*
 maximum in row-major window order (smallest p, then smallest q), as ``argmax`` returns it. Only the
 argmax (a small integer per output) is kept for backward, not the input.
+
+On the CPU, non-overlapping windows (stride = kernel, all that FRRN uses) are reduced separably:
+each window row's columns first, then the rows, with plain ufunc passes (``maximum``, ``greater``
+and integer arithmetic for the argmax) per cache-sized block of channels, on several threads.
 """
 from __future__ import annotations
 
@@ -47,6 +51,64 @@ def _over_channel_blocks(xp, work, big, passes):
         par.over_channels(work, big, cache_blocked=passes <= 16)
 
 
+def _select(index, better, value):
+    """index[better] = value, in place, with integer arithmetic: mask = −better (all ones where
+    better), index ^= (index ^ value) & mask. Four plain ufunc passes; ``np.where`` and
+    ``np.copyto(where=)`` run about ten times slower per element than a ufunc."""
+    mask = better.astype(index.dtype)
+    np.negative(mask, out=mask)
+    change = np.bitwise_xor(index, value)
+    change &= mask
+    index ^= change
+
+
+def _separable_forward_block(x, y, argmax, KH, KW):
+    """Non-overlapping max pooling of one NumPy block, a window's columns first, then its rows.
+
+    max over a window = max over its rows of (max over the row's columns). Resolving the columns of
+    each row first (first q wins a tie), then the rows (first p wins, strictly greater replaces)
+    yields the first maximum in row-major window order, as the per-offset definition does; every
+    pass is a plain ufunc (maximum, greater) on views with unit-stride rows."""
+    OH, OW = y.shape[2:]
+    x = x[:, :, :OH * KH, :OW * KW]
+    row_max = x[..., 0::KW].copy()                       # (N, C, OH·KH, OW)
+    row_arg = np.zeros(row_max.shape, dtype=argmax.dtype)
+    for q in range(1, KW):
+        column = x[..., q::KW]
+        better = column > row_max
+        np.maximum(row_max, column, out=row_max)
+        _select(row_arg, better, argmax.dtype.type(q))
+    y[...] = row_max[:, :, 0::KH]
+    argmax[...] = row_arg[:, :, 0::KH]
+    for p in range(1, KH):
+        row = row_max[:, :, p::KH]
+        better = row > y
+        np.maximum(y, row, out=y)
+        _select(argmax, better, row_arg[:, :, p::KH] + argmax.dtype.type(p * KW))
+
+
+def _separable_backward_block(gy, argmax, gx, KH, KW):
+    """gx of non-overlapping max pooling for one NumPy block: every element of gx is written once,
+    gy where it won its window and 0 elsewhere (including the cropped edge)."""
+    OH, OW = gy.shape[2:]
+    gx[:, :, OH * KH:] = 0
+    gx[:, :, :OH * KH, OW * KW:] = 0
+    if KH * KW <= 16:
+        # one multiply by the offset's hit mask per window offset
+        for p in range(KH):
+            for q in range(KW):
+                np.multiply(gy, argmax == p * KW + q,
+                            out=gx[:, :, p:OH * KH:KH, q:OW * KW:KW])
+        return
+    # many offsets: one broadcast pass over gx viewed as (N, C, OH, KH, OW, KW)
+    N, C = gy.shape[:2]
+    sN, sC, sH, sW = gx.strides
+    windows = np.lib.stride_tricks.as_strided(
+        gx, shape=(N, C, OH, KH, OW, KW), strides=(sN, sC, sH * KH, sH, sW * KW, sW))
+    offsets = (np.arange(KH)[:, None, None] * KW + np.arange(KW)[None, None, :]).astype(argmax.dtype)
+    np.multiply(gy[:, :, :, None, :, None], argmax[:, :, :, None, :, None] == offsets, out=windows)
+
+
 class MaxPool2dFunction(Function):
     """y = max over each window; returns gx with gy placed at each window's argmax."""
 
@@ -64,10 +126,23 @@ class MaxPool2dFunction(Function):
                                                     self.SW)
             return y
         index_dtype = np.uint8 if self.KH * self.KW <= 256 else np.int16
+        # non-overlapping windows (all that FRRN uses): columns, then rows, on NumPy arrays
+        self.separable = (self.SH, self.SW) == (self.KH, self.KW) and self.KH * self.KW <= 64
+        if self.separable:
+            y = np.empty((N, C, OH, OW), dtype=x.dtype)
+            argmax = np.empty((N, C, OH, OW), dtype=index_dtype)
+
+            def pool_channels(c0, c1):
+                _separable_forward_block(x[:, c0:c1], y[:, c0:c1], argmax[:, c0:c1], self.KH,
+                                         self.KW)
+
+            par.over_channels(pool_channels, x)
+            self.argmax = argmax
+            return y
         if self.KH * self.KW <= 64:
-            # one strided view per window offset: KH·KW passes over output-sized arrays, which reads
-            # the input once in total instead of copying it into a windows array first. On the
-            # CPU the passes run per cache-sized block of channels, on several threads.
+            # overlapping windows: one strided view per window offset, KH·KW passes over
+            # output-sized arrays, which read the input once in total instead of copying it into
+            # a windows array first; per cache-sized block of channels, on several threads.
             y = xp.empty((N, C, OH, OW), dtype=x.dtype)
             argmax = xp.zeros((N, C, OH, OW), dtype=index_dtype)
 
@@ -99,19 +174,15 @@ class MaxPool2dFunction(Function):
         KH, KW, SH, SW = self.KH, self.KW, self.SH, self.SW
         if self.ex is not None:
             return gpu.max_pool2d_backward(xp, self.ex, gy, self.argmax, self.x_shape, KH, KW, SH, SW)
-        gx = xp.zeros(self.x_shape, dtype=gy.dtype)
-        if (SH, SW) == (KH, KW) and KH * KW <= 64:
-            # non-overlapping windows: each input gets at most one gradient, written per offset
-            def scatter_channels(c0, c1):
-                argmax_block, gy_block = self.argmax[:, c0:c1], gy[:, c0:c1]
-                for p in range(KH):
-                    for q in range(KW):
-                        hit = argmax_block == p * KW + q
-                        xp.copyto(gx[:, c0:c1, p:p + SH * OH:SH, q:q + SW * OW:SW], gy_block,
-                                  where=hit)
+        if self.separable:
+            gx = np.empty(self.x_shape, dtype=gy.dtype)
 
-            _over_channel_blocks(xp, scatter_channels, gx, KH * KW)
+            def gradient_channels(c0, c1):
+                _separable_backward_block(gy[:, c0:c1], self.argmax[:, c0:c1], gx[:, c0:c1], KH, KW)
+
+            par.over_channels(gradient_channels, gx)
             return gx
+        gx = xp.zeros(self.x_shape, dtype=gy.dtype)
         argmax = self.argmax.astype(np.int64)
         if (SH, SW) == (KH, KW):
             g = xp.zeros((N, C, OH, OW, KH * KW), dtype=gy.dtype)

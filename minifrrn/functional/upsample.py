@@ -77,30 +77,50 @@ class UpsampleNearest2dFunction(Function):
         return gx
 
 
+def _on(axis, ndim, index):
+    """An index tuple that applies ``index`` (a slice or an int) to one axis and keeps the rest."""
+    key = [slice(None)] * ndim
+    key[axis] = index
+    return tuple(key)
+
+
 def bilinear2x_axis(x, axis):
-    """FRRN's ×2 linear interpolation along one axis (see the module docstring)."""
+    """FRRN's ×2 linear interpolation along one axis (see the module docstring).
+
+    Slices along ``axis`` in place (no moveaxis), so that the innermost loop of every pass runs
+    along the last, contiguous axis whichever axis is interpolated."""
     xp = get_array_module(x)
-    x = xp.moveaxis(x, axis, -1)
-    L = x.shape[-1]
-    out = xp.empty(x.shape[:-1] + (2 * L,), dtype=x.dtype)
-    out[..., 0::2] = x
-    half = x.dtype.type(0.5)
-    out[..., 1:-1:2] = (x[..., :-1] + x[..., 1:]) * half
-    out[..., -1] = x[..., -1]
-    return xp.moveaxis(out, -1, axis)
+    axis = axis % x.ndim
+    L = x.shape[axis]
+    shape = list(x.shape)
+    shape[axis] = 2 * L
+    out = xp.empty(shape, dtype=x.dtype)
+
+    def at(index):
+        return _on(axis, x.ndim, index)
+
+    out[at(slice(0, None, 2))] = x
+    odd = out[at(slice(1, -1, 2))]
+    xp.add(x[at(slice(None, -1))], x[at(slice(1, None))], out=odd)
+    odd *= x.dtype.type(0.5)
+    out[at(-1)] = x[at(-1)]
+    return out
 
 
 def bilinear2x_axis_adjoint(g, axis):
     """The adjoint of ``bilinear2x_axis`` along ``axis`` (length 2L -> L)."""
     xp = get_array_module(g)
-    g = xp.moveaxis(g, axis, -1)
-    half = g.dtype.type(0.5)
-    gx = g[..., 0::2].copy()
-    odd = g[..., 1:-1:2] * half          # each interior odd output came half from m, half from m+1
-    gx[..., :-1] += odd
-    gx[..., 1:] += odd
-    gx[..., -1] += g[..., -1]            # the repeated edge
-    return xp.moveaxis(gx, -1, axis)
+    axis = axis % g.ndim
+
+    def at(index):
+        return _on(axis, g.ndim, index)
+
+    gx = g[at(slice(0, None, 2))].copy()
+    odd = g[at(slice(1, -1, 2))] * g.dtype.type(0.5)  # each interior odd output: half from m, m+1
+    gx[at(slice(None, -1))] += odd
+    gx[at(slice(1, None))] += odd
+    gx[at(-1)] += g[at(-1)]                             # the repeated edge
+    return gx
 
 
 class UpsampleBilinear2xFunction(Function):
