@@ -112,19 +112,6 @@ def shifted_everywhere(monkeypatch):
     monkeypatch.setattr(conv_module, "GW_BAND_BYTES", 1)
 
 
-@pytest.fixture
-def poisoned_empty(monkeypatch):
-    """np.empty returning NaN-filled arrays: any element the code forgets to write shows up."""
-    real_empty = np.empty
-
-    def empty(shape, dtype=float, **kwargs):
-        out = real_empty(shape, dtype=dtype, **kwargs)
-        out.fill(np.nan)
-        return out
-
-    monkeypatch.setattr(np, "empty", empty)
-
-
 SHIFTED = [((3, 3), (1, 1)), ((3, 3), (0, 0)), ((5, 5), (2, 2)), ((3, 3), (2, 2)), ((3, 5), (1, 2)),
            ((1, 3), (0, 1)), ((3, 3), (0, 2))]
 

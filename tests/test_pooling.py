@@ -68,19 +68,6 @@ def first_max_gradient(x, gy, k):
     return gx
 
 
-@pytest.fixture
-def poisoned_empty(monkeypatch):
-    """np.empty returning NaN-filled arrays: any element the code forgets to write shows up."""
-    real_empty = np.empty
-
-    def empty(shape, dtype=float, **kwargs):
-        out = real_empty(shape, dtype=dtype, **kwargs)
-        out.fill(np.nan if np.dtype(dtype).kind == "f" else 77)
-        return out
-
-    monkeypatch.setattr(np, "empty", empty)
-
-
 @pytest.mark.parametrize("k,shape", [(2, (2, 3, 9, 7)), (3, (1, 2, 10, 9)), (4, (1, 3, 9, 13)),
                                      (8, (1, 2, 17, 16))])
 def test_many_ties_go_to_the_first_maximum_in_row_major_order(poisoned_empty, k, shape):

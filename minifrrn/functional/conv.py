@@ -225,7 +225,7 @@ class Conv2dFunction(Function):
             if b is not None:
                 y += b.reshape(1, OC, 1, 1)
             self.flat = flat if self.needs_input_grad[1] else None
-            self.W = W if self.needs_input_grad[0] else None
+            self.Wm = W.reshape(OC, -1) if self.needs_input_grad[0] else None
             return y
         pointwise = KH == KW == 1 and self.SH == self.SW == 1 and self.PH == self.PW == 0
         cols = (xp.ascontiguousarray(x).reshape(N, C, H * Wd) if pointwise
@@ -262,36 +262,37 @@ class Conv2dFunction(Function):
         if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
             gb = gy.sum(axis=(0, 2))
         if self.needs_input_grad[0]:
-            gcols = xp.matmul(self.Wm.T, gy)  # (N, C·KH·KW, OH·OW)
-            if self.KH == self.KW == 1 and self.SH == self.SW == 1 and self.PH == self.PW == 0:
-                gx = gcols.reshape(self.x_shape)
-            else:
-                gx = col2im(gcols, self.x_shape, self.KH, self.KW, self.SH, self.SW, self.PH,
-                            self.PW)
-                gx = xp.ascontiguousarray(gx)
+            gx = self._input_grad_by_col2im(xp, gy)
         return (gx, gW) if len(self.needs_input_grad) == 2 else (gx, gW, gb)
+
+    def _input_grad_by_col2im(self, xp, gy):
+        """gx = col2im(Wᵀ @ gy[n]) from gy (N, OC, OH·OW); a 1×1 stride-1 convolution needs no
+        col2im (its cols is x itself)."""
+        gcols = xp.matmul(self.Wm.T, gy)  # (N, C·KH·KW, OH·OW)
+        if self.KH == self.KW == 1 and self.SH == self.SW == 1 and self.PH == self.PW == 0:
+            return gcols.reshape(self.x_shape)
+        return xp.ascontiguousarray(col2im(gcols, self.x_shape, self.KH, self.KW, self.SH, self.SW,
+                                           self.PH, self.PW))
 
     def _shifted_backward(self, gy, has_bias):
         """The gradients of the shifted-GEMM forward: gW from bands of cols, gb = Σ gy, and gx as
         the convolution of gy with the flipped, transposed kernel (by the shifted route too when gy
         has enough channels, otherwise as col2im(Wᵀ·gy))."""
         gy = np.ascontiguousarray(gy)
-        OC, C, KH, KW = self.W_shape
+        OC, _, KH, KW = self.W_shape
         gx = gW = gb = None
         if self.needs_input_grad[1]:
             gW = _weight_grad_in_bands(gy, self.flat, self.W_shape, self.x_shape, self.PH, self.PW)
         if has_bias and self.needs_input_grad[2]:
             gb = gy.sum(axis=(0, 2, 3))
         if self.needs_input_grad[0]:
-            N, C, H, W = self.x_shape
+            N, _, H, W = self.x_shape
             if _use_shifted(np, OC, H * W, KH, KW, 1, 1, KH - 1 - self.PH, KW - 1 - self.PW):
-                W_adjoint = self.W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, OC, KH, KW)
+                W = self.Wm.reshape(self.W_shape)
+                W_adjoint = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, OC, KH, KW)
                 gx, _ = shifted_conv2d(gy, W_adjoint, KH - 1 - self.PH, KW - 1 - self.PW)
             else:
-                N, _, OH, OW = gy.shape
-                gcols = np.matmul(self.W.reshape(OC, -1).T, gy.reshape(N, OC, OH * OW))
-                gx = np.ascontiguousarray(col2im(gcols, self.x_shape, KH, KW, 1, 1, self.PH,
-                                                 self.PW))
+                gx = self._input_grad_by_col2im(np, gy.reshape(N, OC, -1))
         return (gx, gW, gb) if has_bias else (gx, gW)
 
 

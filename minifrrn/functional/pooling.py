@@ -67,8 +67,9 @@ def _separable_forward_block(x, y, argmax, KH, KW):
 
     max over a window = max over its rows of (max over the row's columns). Resolving the columns of
     each row first (first q wins a tie), then the rows (first p wins, strictly greater replaces)
-    yields the first maximum in row-major window order, as the per-offset definition does; every
-    pass is a plain ufunc (maximum, greater) on views with unit-stride rows."""
+    yields the first maximum in row-major window order, as the per-offset definition does. Every
+    pass is a plain ufunc (maximum, greater): the column passes read stride-KW views of x, the row
+    passes whole rows of the (OH·KH, OW) column maxima."""
     OH, OW = y.shape[2:]
     x = x[:, :, :OH * KH, :OW * KW]
     row_max = x[..., 0::KW].copy()                       # (N, C, OH·KH, OW)
