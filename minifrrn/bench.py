@@ -238,11 +238,13 @@ def run_benchmarks(device="cpu", quick=False, tiny=False, repeats=None, checkpoi
     for N, C, OC, H, W, k in convs:
         _bench_conv(ctx, N, max(1, C // s), max(1, OC // s), H // s, W // s, k)
     act = (1, 48 // s if tiny else 48, 256 // s, 512 // s)
-    _bench_memory_bound(ctx, "batch_norm fwd+bwd", act,
-                        lambda x: F.batch_norm(x, tensor(xp.ones(act[1], np.float32)),
-                                               tensor(xp.zeros(act[1], np.float32)), None, None,
-                                               True),
-                        lambda xb, yb: 2 * xb + yb + 2 * yb)
+    gamma, beta = tensor(xp.ones(act[1], np.float32)), tensor(xp.full(act[1], 0.1, np.float32))
+    for label, relu in (("batch_norm fwd+bwd", False), ("batch_norm+relu (fused) fwd+bwd", True)):
+        # forward reads x, writes y; backward reads gy and x, writes gx
+        _bench_memory_bound(ctx, label, act,
+                            lambda x, relu=relu: F.batch_norm(x, gamma, beta, None, None, True,
+                                                              relu=relu),
+                            lambda xb, yb: 2 * xb + yb + 2 * yb)
     for k in (2, 8):
         _bench_memory_bound(ctx, f"max_pool2d {k}x{k} fwd+bwd", act,
                             lambda x, k=k: F.max_pool2d(x, k), lambda xb, yb: 2 * xb + 2 * yb)

@@ -20,7 +20,7 @@ def test_training_forward_normalises_per_channel_and_updates_running_stats():
     for c in range(2):
         v = x[:, c].ravel()
         expected = g[c] * (x[:, c] - v.mean()) / np.sqrt(v.var() + 1e-4) + b[c]
-        np.testing.assert_allclose(y.data[:, c], expected, rtol=1e-12)
+        np.testing.assert_allclose(y.data[:, c], expected, rtol=1e-12, atol=1e-14)
         unbiased = v.var(ddof=1)
         np.testing.assert_allclose(rm[c], 0.9 * rm0[c] + 0.1 * v.mean(), rtol=1e-12)
         np.testing.assert_allclose(rv[c], 0.9 * rv0[c] + 0.1 * unbiased, rtol=1e-12)
@@ -33,7 +33,7 @@ def test_eval_forward_uses_running_stats_and_leaves_them():
                      mf.tensor(b, dtype=np.float64), rm, rv, training=False)
     expected = g[None, :, None, None] * (x - rm[None, :, None, None]) / np.sqrt(
         rv[None, :, None, None] + 1e-4) + b[None, :, None, None]
-    np.testing.assert_allclose(y.data, expected, rtol=1e-12)
+    np.testing.assert_allclose(y.data, expected, rtol=1e-12, atol=1e-14)
     np.testing.assert_array_equal(rm, [0.5, -0.2])
 
 
@@ -61,3 +61,30 @@ def test_bad_input():
         F.batch_norm(mf.tensor(x[0]), mf.tensor(g), mf.tensor(b), None, None, True)
     with pytest.raises(TypeError, match="float32 or float64"):
         F.batch_norm(mf.tensor(x.astype(np.float16)), mf.tensor(g), mf.tensor(b), None, None, True)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_relu_equals_relu_after_batch_norm_forward_and_backward(training):
+    x, g, b = data(5, shape=(2, 3, 4, 5))
+    rm, rv = np.array([0.4, -0.3, 1.0]), np.array([0.9, 2.0, 0.6])
+    upstream = np.random.default_rng(6).standard_normal(x.shape)
+    results = []
+    for fused in (True, False):
+        xt, gt, bt = (mf.tensor(a, requires_grad=True) for a in (x, g, b))
+        out = F.batch_norm(xt, gt, bt, rm.copy(), rv.copy(), training, relu=fused)
+        if not fused:
+            out = F.relu(out)
+        out.backward(upstream)
+        results.append([out.data, xt.grad, gt.grad, bt.grad])
+    y = results[1][0]
+    assert (y == 0).mean() > 0.2 and (y > 0).mean() > 0.2  # the ReLU clips a real share of values
+    for fused_value, composed_value in zip(*results):
+        np.testing.assert_allclose(fused_value, composed_value, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_gradcheck_fused_relu(training):
+    x, g, b = data(7)
+    rm, rv = np.array([0.3, -0.1]), np.array([0.7, 2.0])
+    mf.gradcheck(lambda x, g, b: F.batch_norm(x, g, b, rm.copy(), rv.copy(), training,
+                                              relu=True), [x, g, b])

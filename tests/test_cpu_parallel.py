@@ -67,8 +67,9 @@ def test_max_pool_on_the_parallel_path(force_parallel, k):
     mf.gradcheck(lambda t: F.max_pool2d(t, k), [x[:1, :3]])
 
 
+@pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_on_the_parallel_path(force_parallel, training):
+def test_batch_norm_on_the_parallel_path(force_parallel, training, relu):
     rng = np.random.default_rng(4)
     x = rng.standard_normal((3, 5, 4, 6)) * 2 + 1
     gamma, beta = rng.standard_normal(5), rng.standard_normal(5)
@@ -77,10 +78,12 @@ def test_batch_norm_on_the_parallel_path(force_parallel, training):
     var = x.var(axis=(0, 2, 3)) if training else running_var
     expected = ((x - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-4)
                 * gamma[:, None, None] + beta[:, None, None])
-    y = F.batch_norm(x, gamma, beta, running_mean.copy(), running_var.copy(), training)
+    if relu:
+        expected = np.maximum(expected, 0)
+    y = F.batch_norm(x, gamma, beta, running_mean.copy(), running_var.copy(), training, relu=relu)
     np.testing.assert_allclose(y.data, expected, rtol=1e-12, atol=1e-12)
     mf.gradcheck(lambda x, g, b: F.batch_norm(x, g, b, running_mean.copy(), running_var.copy(),
-                                              training), [x, gamma, beta])
+                                              training, relu=relu), [x, gamma, beta])
 
 
 def test_allocator_tuning_reports_what_it_did():

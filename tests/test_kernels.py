@@ -75,11 +75,12 @@ def test_conv2d_gpu_path_batch1_one_channel_non_contiguous():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_gpu_path_matches_numpy(training, dtype):
+def test_batch_norm_gpu_path_matches_numpy(training, relu, dtype):
     running = (np.abs(rnd(3, seed=6)) + 0.2, np.abs(rnd(3, seed=7)) + 0.5)
     compare(lambda x, g, b: F.batch_norm(x, g, b, running[0].astype(dtype).copy(),
-                                         running[1].astype(dtype).copy(), training),
+                                         running[1].astype(dtype).copy(), training, relu=relu),
             [rnd(2, 3, 5, 7, seed=8) * 2 + 1, rnd(3, seed=9), rnd(3, seed=10)], dtype)
 
 

@@ -12,6 +12,11 @@ Training mode (batch statistics):
 Evaluation mode (running statistics, an affine map):
     x̂ = (x − running_mean)/√(running_var + ε),  y = γ·x̂ + β
     gx = gy·γ/√(running_var + ε),  gγ = Σ gy·x̂,  gβ = Σ gy
+
+Fused ReLU (``relu=True``, the BN → ReLU of every CBR block):
+    y = max(γ·x̂ + β, 0);  the gradients above with gy replaced by gy·[γ·x̂ + β > 0]
+  One pass over memory instead of three (BN's output, then the ReLU reading it and writing its own),
+  and the same in backward; no separate ReLU mask is stored.
 """
 from __future__ import annotations
 
@@ -31,11 +36,12 @@ def _per_channel(v):
 
 
 class BatchNormFunction(Function):
-    """y = γ·x̂ + β with batch (training) or running (eval) statistics; returns (gx, gγ, gβ)."""
+    """y = γ·x̂ + β with batch (training) or running (eval) statistics, optionally followed by a
+    ReLU (``relu=True``: y = max(γ·x̂ + β, 0)); returns (gx, gγ, gβ)."""
 
-    def __init__(self, running_mean, running_var, training, momentum, eps):
+    def __init__(self, running_mean, running_var, training, momentum, eps, relu=False):
         self.running_mean, self.running_var = running_mean, running_var
-        self.training, self.momentum, self.eps = training, momentum, eps
+        self.training, self.momentum, self.eps, self.relu = training, momentum, eps, relu
 
     def forward(self, x, gamma, beta):
         xp = get_array_module(x, gamma, beta)
@@ -57,10 +63,14 @@ class BatchNormFunction(Function):
             if self.ex is not None:  # the GPU path: keep x (backward recomputes x̂ in its kernel)
                 del centered
                 self.x, self.mean, self.invstd, self.gamma = x, mean, invstd, gamma
-                y = gpu.batch_norm_forward(xp, self.ex, x, mean, invstd, gamma, beta)
+                y = gpu.batch_norm_forward(xp, self.ex, x, mean, invstd, gamma, beta, self.relu)
             else:
                 self.xhat, self.invstd, self.gamma = centered * _per_channel(invstd), invstd, gamma
                 y = self.xhat * _per_channel(gamma) + _per_channel(beta)
+                if self.relu:
+                    y = xp.maximum(y, x.dtype.type(0), out=y)
+            if self.relu:  # keep the output: its positive entries are where the ReLU passes gy
+                self.y = y
         if self.training and self.running_mean is not None:
             m = self.momentum
             self.running_mean *= 1 - m
@@ -72,42 +82,46 @@ class BatchNormFunction(Function):
         return y
 
     def _forward_numpy(self, x, gamma, beta):
-        """The same formulas per cache-sized block of channels, on several threads: the block is
-        read from memory once and every later pass (centre, square, scale) reads it from cache."""
+        """The same formulas per cache-sized block of channels, on several threads: the block of x
+        is read from memory once, every later pass (centre, square, scale, shift, ReLU) works in the
+        cache, and y is written once. Only x is kept for backward (not x̂): x̂ costs one cheap pass to
+        recompute there, and storing it would cost one more pass over memory here."""
         N, C, H, W = x.shape
         dtype = x.dtype.type
-        y, xhat = np.empty_like(x), np.empty_like(x)
+        y = np.empty_like(x)
         if self.training:
             mean, var = np.empty(C, x.dtype), np.empty(C, x.dtype)
         else:
             mean, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
         invstd = np.empty(C, x.dtype)
+        M = N * H * W
 
         def normalise_channels(c0, c1):
-            xb, yb, xhat_b = x[:, c0:c1], y[:, c0:c1], xhat[:, c0:c1]
+            xb, yb = x[:, c0:c1], y[:, c0:c1]
             if self.training:
                 mean[c0:c1] = xb.mean(axis=(0, 2, 3))
-            np.subtract(xb, _per_channel(mean[c0:c1]), out=xhat_b)          # centred
+            np.subtract(xb, _per_channel(mean[c0:c1]), out=yb)                # centred
             if self.training:
-                np.multiply(xhat_b, xhat_b, out=yb)                          # y as scratch
-                var[c0:c1] = yb.mean(axis=(0, 2, 3))
+                var[c0:c1] = np.einsum("nchw,nchw->c", yb, yb) / M
             invstd[c0:c1] = 1.0 / np.sqrt(var[c0:c1] + dtype(self.eps))
-            xhat_b *= _per_channel(invstd[c0:c1])
-            np.multiply(xhat_b, _per_channel(gamma[c0:c1]), out=yb)
+            yb *= _per_channel(invstd[c0:c1] * gamma[c0:c1])
             yb += _per_channel(beta[c0:c1])
+            if self.relu:
+                np.maximum(yb, dtype(0), out=yb)
 
         par.over_channels(normalise_channels, x)
-        self.xhat, self.invstd, self.gamma = xhat, invstd, gamma
+        self.x, self.mean, self.invstd, self.gamma, self.beta = x, mean, invstd, gamma, beta
         return y, mean, var
 
     def backward(self, gy):
+        xp = get_array_module(gy)
+        if self.ex is None and xp is np:
+            return self._backward_numpy(gy)
+        if self.relu:
+            gy = gy * (self.y > 0)
         if self.ex is not None:
-            xp = get_array_module(gy)
             return gpu.batch_norm_backward(xp, self.ex, self.x, gy, self.mean, self.invstd,
                                            self.gamma, self.training)
-        xp = get_array_module(gy)
-        if xp is np:
-            return self._backward_numpy(gy)
         gbeta = gy.sum(axis=(0, 2, 3))
         ggamma = (gy * self.xhat).sum(axis=(0, 2, 3))
         scale = _per_channel(self.gamma * self.invstd)
@@ -119,33 +133,45 @@ class BatchNormFunction(Function):
         return gx.astype(gy.dtype, copy=False), ggamma, gbeta
 
     def _backward_numpy(self, gy):
-        """The closed-form gradients per cache-sized block of channels, on several threads."""
+        """The closed-form gradients per cache-sized block of channels, on several threads; x̂ (and,
+        with the ReLU, its mask) recomputed from x in the cache, with the very operations of the
+        forward, so the mask is the forward's to the last bit."""
         C = gy.shape[1]
-        M, xhat = self.M, self.xhat
+        M, x, mean, invstd = self.M, self.x, self.mean, self.invstd
         gx = np.empty_like(gy)
         gbeta, ggamma = np.empty(C, gy.dtype), np.empty(C, gy.dtype)
-        scale = (self.gamma * self.invstd).astype(gy.dtype)
+        scale = self.gamma * invstd
 
         def gradient_channels(c0, c1):
-            gy_b, xhat_b, gx_b = gy[:, c0:c1], xhat[:, c0:c1], gx[:, c0:c1]
+            gy_b, x_b, gx_b = gy[:, c0:c1], x[:, c0:c1], gx[:, c0:c1]
+            mean_b, scale_b = _per_channel(mean[c0:c1]), _per_channel(scale[c0:c1])
+            if self.relu:  # the ReLU's gradient: gy where γ·x̂ + β > 0, else 0 (into gx)
+                np.subtract(x_b, mean_b, out=gx_b)
+                gx_b *= _per_channel(invstd[c0:c1] * self.gamma[c0:c1])
+                gx_b += _per_channel(self.beta[c0:c1])
+                passes = np.greater(gx_b, 0)
+                gy_b = np.multiply(gy_b, passes, out=gx_b)
+            xhat_b = np.subtract(x_b, mean_b)
+            xhat_b *= _per_channel(invstd[c0:c1])
             gbeta[c0:c1] = gy_b.sum(axis=(0, 2, 3))
-            np.multiply(gy_b, xhat_b, out=gx_b)                               # gx as scratch
-            ggamma[c0:c1] = gx_b.sum(axis=(0, 2, 3))
+            ggamma[c0:c1] = np.einsum("nchw,nchw->c", gy_b, xhat_b)
             if self.training:
-                # gx = γ/(M·√(σ²+ε)) · (M·gy − gβ − x̂·gγ)
-                np.multiply(xhat_b, _per_channel(-ggamma[c0:c1] / M), out=gx_b)
-                gx_b += gy_b
+                # gx = γ/(M·√(σ²+ε)) · (M·gy − gβ − x̂·gγ) = scale · (gy − gβ/M − x̂·gγ/M)
+                xhat_b *= _per_channel(-ggamma[c0:c1] / M)
+                np.add(gy_b, xhat_b, out=gx_b)
                 gx_b -= _per_channel(gbeta[c0:c1] / M)
-                gx_b *= _per_channel(scale[c0:c1])
+                gx_b *= scale_b
             else:
-                np.multiply(gy_b, _per_channel(scale[c0:c1]), out=gx_b)
+                np.multiply(gy_b, scale_b, out=gx_b)
 
         par.over_channels(gradient_channels, gy)
         return gx, ggamma, gbeta
 
 
-def batch_norm(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-4):
-    """Batch normalisation of x (N, C, H, W) with scale ``gamma`` and shift ``beta`` (C,).
+def batch_norm(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-4,
+               relu=False):
+    """Batch normalisation of x (N, C, H, W) with scale ``gamma`` and shift ``beta`` (C,); with
+    ``relu=True`` the result goes through a ReLU in the same pass (``relu(batch_norm(...))``).
 
     ``running_mean``/``running_var`` are arrays (or buffer tensors) of shape (C,): updated in place
     in training mode, used instead of the batch statistics in eval mode. See the module docstring for
@@ -173,4 +199,4 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training, momentum=0.1
     if training and xd.shape[0] * xd.shape[2] * xd.shape[3] < 2:
         raise ValueError(f"batch_norm: training mode needs more than one value per channel, "
                          f"got x of shape {tuple(xd.shape)}")
-    return BatchNormFunction(rm, rv, training, momentum, eps)(x, gamma, beta)
+    return BatchNormFunction(rm, rv, training, momentum, eps, relu)(x, gamma, beta)

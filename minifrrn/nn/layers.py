@@ -36,11 +36,15 @@ class Conv2d(Module):
 
 class BatchNorm2d(Module):
     """Batch norm over (N, H, W): scale ``weight`` (γ, ones), shift ``bias`` (β, zeros), running
-    statistics as buffers. Uses batch statistics in training mode, running ones in eval mode."""
+    statistics as buffers. Uses batch statistics in training mode, running ones in eval mode.
 
-    def __init__(self, num_features, eps=1e-4, momentum=0.1):
+    ``relu=True`` fuses the ReLU that follows (``F.batch_norm(..., relu=True)``): the same result
+    as ``Sequential(BatchNorm2d(c), ReLU())`` with the same parameters, in one pass over memory.
+    """
+
+    def __init__(self, num_features, eps=1e-4, momentum=0.1, relu=False):
         super().__init__()
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.num_features, self.eps, self.momentum, self.relu = num_features, eps, momentum, relu
         self.weight = Parameter(np.ones(num_features, np.float32))
         self.bias = Parameter(np.zeros(num_features, np.float32))
         self.register_buffer("running_mean", np.zeros(num_features, np.float32))
@@ -48,10 +52,11 @@ class BatchNorm2d(Module):
 
     def forward(self, x):
         return F.batch_norm(x, self.weight, self.bias, self.running_mean.data,
-                            self.running_var.data, self.training, self.momentum, self.eps)
+                            self.running_var.data, self.training, self.momentum, self.eps,
+                            relu=self.relu)
 
     def extra_repr(self):
-        return str(self.num_features)
+        return f"{self.num_features}{', relu=True' if self.relu else ''}"
 
 
 class ReLU(Module):
