@@ -100,20 +100,18 @@ def test_mixed_dtypes_are_rejected_before_any_work():
         F.conv2d(mf.tensor(np.ones((1, 2, 4, 4))), mf.tensor(np.ones((3, 2, 3, 3), np.float32)))
 
 
-# --- the shifted-GEMM route (stride 1, many channels on the CPU) -----------------------------------
+# --- the banded route (stride 1 on the CPU) ---------------------------------------------------------
 
 @pytest.fixture
-def shifted_everywhere(monkeypatch):
-    """Take the shifted-GEMM route for every stride-1 window, in chunks and bands of a row or two,
-    so that small test shapes run every loop of it more than once."""
-    monkeypatch.setattr(conv_module, "SHIFTED_MIN_CHANNELS", 1)
-    monkeypatch.setattr(conv_module, "SHIFTED_MIN_PIXELS", 1)
-    monkeypatch.setattr(conv_module, "SHIFTED_CHUNK_BYTES", 1)
-    monkeypatch.setattr(conv_module, "GW_BAND_BYTES", 1)
+def small_bands(monkeypatch):
+    """Bands of one output row, so that small test shapes run every loop of the route many times,
+    and gx by the adjoint convolution whatever the number of input channels."""
+    monkeypatch.setattr(conv_module, "BAND_BYTES", 1)
+    monkeypatch.setattr(conv_module, "ADJOINT_MIN_CHANNELS", 1)
 
 
-SHIFTED = [((3, 3), (1, 1)), ((3, 3), (0, 0)), ((5, 5), (2, 2)), ((3, 3), (2, 2)), ((3, 5), (1, 2)),
-           ((1, 3), (0, 1)), ((3, 3), (0, 2))]
+BANDED = [((3, 3), (1, 1)), ((3, 3), (0, 0)), ((5, 5), (2, 2)), ((3, 3), (2, 2)), ((3, 5), (1, 2)),
+          ((1, 3), (0, 1)), ((3, 3), (0, 2))]
 
 
 def _random_case(seed, kernel, H, W):
@@ -123,52 +121,63 @@ def _random_case(seed, kernel, H, W):
             rng.standard_normal(4))
 
 
-@pytest.mark.parametrize("kernel,pad", SHIFTED)
-def test_shifted_route_matches_naive_loops(shifted_everywhere, poisoned_empty, kernel, pad):
+@pytest.mark.parametrize("kernel,pad", BANDED)
+def test_banded_route_matches_naive_loops(small_bands, poisoned_empty, kernel, pad):
     x, W, b = _random_case(sum(kernel) * 7 + sum(pad), kernel, 7, 6)
     fn = conv_module.Conv2dFunction((1, 1), pad)
     y = fn(mf.tensor(x, dtype=np.float64), mf.tensor(W, dtype=np.float64, requires_grad=True),
            mf.tensor(b, dtype=np.float64))
-    assert fn.shifted
+    assert fn.route == "banded"
     np.testing.assert_allclose(y.data, naive_conv2d(x, W, b, (1, 1), pad), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("kernel,pad", SHIFTED)
-def test_shifted_route_gradcheck(shifted_everywhere, poisoned_empty, kernel, pad):
+@pytest.mark.parametrize("kernel,pad", BANDED)
+def test_banded_route_gradcheck(small_bands, poisoned_empty, kernel, pad):
     x, W, b = _random_case(sum(kernel) * 11 + sum(pad), kernel, 6, 5)
     mf.gradcheck(lambda x, W, b: F.conv2d(x, W, b, pad=pad), [x, W, b])
 
 
-def test_shifted_route_gradcheck_non_contiguous_input_without_bias(shifted_everywhere):
+def test_banded_route_gradcheck_non_contiguous_input_without_bias(small_bands):
     rng = np.random.default_rng(12)
     x = rng.standard_normal((1, 6, 5, 3)).transpose(0, 3, 1, 2)  # (1, 3, 6, 5), not contiguous
     mf.gradcheck(lambda x, W: F.conv2d(x, W, pad=1), [x, rng.standard_normal((2, 3, 3, 3))])
 
 
-def test_shifted_gx_falls_back_to_col2im_for_few_output_channels(monkeypatch):
-    # 16 input channels take the shifted route forward; gy's 2 channels are too few for it
-    monkeypatch.setattr(conv_module, "SHIFTED_MIN_PIXELS", 1)
-    monkeypatch.setattr(conv_module, "GW_BAND_BYTES", 1)
+@pytest.mark.parametrize("kernel,pad", BANDED[:3])
+def test_banded_route_gx_by_col2im_for_few_input_channels(poisoned_empty, kernel, pad):
+    assert conv_module.ADJOINT_MIN_CHANNELS > 3  # the default sends these 3-channel inputs to col2im
+    x, W, b = _random_case(sum(kernel) * 13 + sum(pad), kernel, 6, 5)
+    mf.gradcheck(lambda x, W, b: F.conv2d(x, W, b, pad=pad), [x, W, b])
+
+
+def test_banded_route_agrees_with_im2col_on_a_wide_layer(small_bands):
+    # many channels, one output channel: the adjoint convolution that gives gx has 1 input channel
     rng = np.random.default_rng(13)
-    x, W = rng.standard_normal((1, 16, 5, 4)), rng.standard_normal((2, 16, 3, 3))
-    fn = conv_module.Conv2dFunction((1, 1), (1, 1))
-    fn(mf.tensor(x, dtype=np.float64, requires_grad=True), mf.tensor(W, dtype=np.float64))
-    assert fn.shifted
-    mf.gradcheck(lambda x, W: F.conv2d(x, W, pad=1), [x, W], mode="directional")
+    x, W = rng.standard_normal((2, 16, 5, 4)), rng.standard_normal((1, 16, 3, 3))
+    gy = rng.standard_normal((2, 1, 5, 4))
+    xt, Wt = mf.tensor(x, requires_grad=True), mf.tensor(W, requires_grad=True)
+    F.conv2d(xt, Wt, pad=1).backward(gy)
+    cols = conv_module.im2col(x, 3, 3, 1, 1, 1, 1)
+    gcols = W.reshape(1, -1).T @ gy.reshape(2, 1, -1)
+    np.testing.assert_allclose(xt.grad, conv_module.col2im(gcols, x.shape, 3, 3, 1, 1, 1, 1),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(Wt.grad.reshape(1, -1),
+                               sum(gy.reshape(2, 1, -1)[n] @ cols[n].T for n in range(2)),
+                               rtol=1e-12, atol=1e-12)
 
 
-def test_route_choice_and_what_backward_keeps(monkeypatch):
-    monkeypatch.setattr(conv_module, "SHIFTED_MIN_PIXELS", 80)
+def test_route_choice_and_what_backward_keeps():
     x = np.random.default_rng(14).standard_normal((1, 32, 8, 10)).astype(np.float32)
     wide = conv_module.Conv2dFunction((1, 1), (1, 1))
     wide(mf.tensor(x), mf.tensor(np.ones((8, 32, 3, 3), np.float32), requires_grad=True))
-    assert wide.shifted
+    assert wide.route == "banded"
     # the flattened padded input, not the nine-times larger cols
     assert wide.flat.size == 32 * (10 * 12 + 2)
     narrow = conv_module.Conv2dFunction((1, 1), (1, 1))
     narrow(mf.tensor(x[:, :3]), mf.tensor(np.ones((8, 3, 3, 3), np.float32), requires_grad=True))
     strided = conv_module.Conv2dFunction((2, 2), (1, 1))
     strided(mf.tensor(x), mf.tensor(np.ones((8, 32, 3, 3), np.float32), requires_grad=True))
-    small = conv_module.Conv2dFunction((1, 1), (1, 1))
-    small(mf.tensor(x[:, :, :7]), mf.tensor(np.ones((8, 32, 3, 3), np.float32), requires_grad=True))
-    assert not narrow.shifted and not strided.shifted and not small.shifted
+    pointwise = conv_module.Conv2dFunction((1, 1), (0, 0))
+    pointwise(mf.tensor(x), mf.tensor(np.ones((8, 32, 1, 1), np.float32), requires_grad=True))
+    assert narrow.route == "banded"
+    assert strided.route == "im2col" and pointwise.route == "im2col"

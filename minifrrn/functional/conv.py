@@ -17,19 +17,18 @@ no transpose of the output is needed, and BLAS does the work. The gradients are 
 col2im is the adjoint of im2col: every column entry is added back to the input pixel it came from.
 A 1×1 convolution with stride 1 and no padding needs no im2col at all (cols is x itself).
 
-On the CPU, a stride-1 convolution with enough channels takes a second route to the same sums, the
-*shifted GEMM*: it splits the sum over (c, p, q) by kernel offset,
+On the CPU, a stride-1 convolution takes the *banded* route to the same products. Written whole,
+cols is KH·KW times the size of x: writing it to memory, and reading it back in the GEMM and in
+col2im, costs about as much as the GEMMs themselves on a memory-bound CPU. So cols is built for one
+band of output rows at a time, a few MB that stay in the cache, and each band goes straight into its
+GEMM, which writes those rows of y:
 
-    y = Σ_{p, q} W[:, :, p, q] @ shift_{p,q}(x_pad)        (KH·KW products of (OC, C)·(C, pixels))
+    y[n][:, band] = Wm @ cols_band,     cols_band = the windows of output rows i0 … i0 + r − 1
 
-Flatten each padded channel row after row (width Wp = W + 2·PW); then shift_{p,q}(x_pad) for a run
-of whole output rows is one *contiguous* slice of it, starting p·Wp + q further on. BLAS reads the
-slices in place, so the KH·KW-times larger cols array is never written to memory (its writing, and
-col2im's reading, cost as much as the GEMMs themselves on a memory-bound CPU); each output row
-gains Wp − OW columns that straddle the padding and are dropped. The same route gives gx, which is
-the convolution of gy with the flipped, transposed kernel Wᵀ[:, :, ::-1, ::-1] padded by K − 1 − P;
-and gW is built from im2col of a band of rows at a time, small enough to stay in the cache, from the
-flattened padded input that forward keeps (the size of x, not of cols).
+The windows are a strided view of the zero-padded input (flattened per channel), copied into one
+reused buffer. gW sums gy[n][:, band] @ cols_bandᵀ over the bands, from the padded input that
+forward keeps (the size of x, not of cols); gx is the convolution of gy with the flipped, transposed
+kernel Wᵀ[:, :, ::-1, ::-1] padded by K − 1 − P, by the banded route too, with no col2im.
 """
 from __future__ import annotations
 
@@ -41,14 +40,14 @@ from ..kernels import executor_for
 from ..kernels import ops as gpu
 from . import cpu_parallel as par
 
-__all__ = ["conv2d", "Conv2dFunction", "im2col", "col2im", "shifted_conv2d", "conv_output_size"]
+__all__ = ["conv2d", "Conv2dFunction", "im2col", "col2im", "banded_conv2d", "conv_output_size"]
 
 _FLOATS = (np.float32, np.float64)
 
-SHIFTED_MIN_CHANNELS = 16     # below this, KH·KW thin GEMMs (inner size C) lose to im2col's one
-SHIFTED_MIN_PIXELS = 4096     # below this many output pixels, cols is small and one GEMM wins
-SHIFTED_CHUNK_BYTES = 1 << 21  # output rows per shifted GEMM chunk: the partial sums stay in cache
-GW_BAND_BYTES = 1 << 22        # rows per im2col band for gW: a band of cols of about this size
+BAND_BYTES = 1 << 23  # output rows per band: about 8 MiB of cols (of 1-32 MiB, the fastest measured)
+# gx by the adjoint convolution needs a GEMM with one row per input channel: with fewer than this
+# (the 3-channel stem) it runs far below BLAS speed, and Wᵀ·gy followed by col2im is faster
+ADJOINT_MIN_CHANNELS = 16
 
 
 def _pair(value, name):
@@ -110,19 +109,16 @@ def col2im(cols, x_shape, KH, KW, SH, SW, PH, PW):
     return gx[:, :, PH:PH + H, PW:PW + W]
 
 
-def _use_shifted(xp, channels, pixels, KH, KW, SH, SW, PH, PW):
-    """Whether the shifted-GEMM route applies: NumPy, stride 1, a real window, enough channels and
-    output pixels for its thin GEMMs to run near BLAS speed (measured with ``minifrrn bench``), and
-    padding below the kernel (so the transposed convolution that gives gx needs no negative
-    padding)."""
-    return (xp is np and SH == SW == 1 and KH * KW > 1 and channels >= SHIFTED_MIN_CHANNELS
-            and pixels >= SHIFTED_MIN_PIXELS and PH < KH and PW < KW)
+def _use_banded(xp, KH, KW, SH, SW, PH, PW):
+    """Whether the banded route applies: NumPy, stride 1, a real window, and padding below the
+    kernel (so the transposed convolution that gives gx needs no negative padding)."""
+    return xp is np and SH == SW == 1 and KH * KW > 1 and PH < KH and PW < KW
 
 
 def _flat_padded(x, PH, PW, KW):
     """x (N, C, H, W) zero-padded and flattened per channel: (N, C, Hp·Wp + KW − 1). The KW − 1
-    trailing elements let the last row's shifted slices run to full length; they only feed the
-    dropped columns, and are zeroed so that no stray NaN or denormal there slows the GEMM."""
+    trailing elements let the last band's window view end inside the array; they are zeroed so that
+    no stray NaN or denormal is ever read."""
     N, C, H, W = x.shape
     Hp, Wp = H + 2 * PH, W + 2 * PW
     flat = np.empty((N, C, Hp * Wp + KW - 1), dtype=x.dtype)
@@ -137,35 +133,41 @@ def _flat_padded(x, PH, PW, KW):
     return flat
 
 
-def shifted_conv2d(x, W, PH, PW):
-    """Stride-1 convolution of NumPy x (N, C, H, W) with W (OC, C, KH, KW) as KH·KW GEMMs on
-    shifted slices of the flattened padded input (module docstring). Returns (y, flat): y
-    (N, OC, OH, OW) and the flattened padded input, which gW reuses."""
+def _band_windows(flat, n, i0, r, C, KH, KW, Wp, OW):
+    """The im2col columns of output rows i0 … i0+r−1 of image n, as a strided view (C, KH, KW, r, OW)
+    of the flattened padded input: entry (c, p, q, i, j) is padded pixel (i0+i+p, j+q)."""
+    step = flat.strides[2]
+    return np.lib.stride_tricks.as_strided(
+        flat[n, :, i0 * Wp:], shape=(C, KH, KW, r, OW),
+        strides=(flat.strides[1], Wp * step, step, Wp * step, step))
+
+
+def _band_rows(CKK, OH, OW, itemsize):
+    """Output rows per band: a band of cols of about BAND_BYTES."""
+    return max(1, min(OH, BAND_BYTES // (CKK * OW * itemsize)))
+
+
+def banded_conv2d(x, W, PH, PW):
+    """Stride-1 convolution of NumPy x (N, C, H, W) with W (OC, C, KH, KW) as im2col + GEMM one band
+    of output rows at a time (module docstring). Returns (y, flat): y (N, OC, OH, OW) and the
+    flattened padded input, which gW reuses."""
     N, C, H, Wd = x.shape
     OC, _, KH, KW = W.shape
     Wp = Wd + 2 * PW
     OH, OW = H + 2 * PH - KH + 1, Wp - KW + 1
+    CKK = C * KH * KW
     flat = _flat_padded(x, PH, PW, KW)
-    W_offsets = np.ascontiguousarray(W.transpose(2, 3, 0, 1))  # (KH, KW, OC, C): one matrix each
-    y = np.empty((N, OC, OH, OW), dtype=x.dtype)
-    rows = max(1, min(OH, SHIFTED_CHUNK_BYTES // (max(C, OC) * Wp * x.itemsize)))
-    total, part = (np.empty((OC, rows * Wp), dtype=x.dtype) for _ in range(2))
+    Wm = W.reshape(OC, CKK)
+    y = np.empty((N, OC, OH * OW), dtype=x.dtype)
+    rows = _band_rows(CKK, OH, OW, x.itemsize)
+    band = np.empty(CKK * rows * OW, dtype=x.dtype)
     for n in range(N):
         for i0 in range(0, OH, rows):
             r = min(rows, OH - i0)
-            acc, tmp = total[:, :r * Wp], part[:, :r * Wp]
-            for p in range(KH):
-                for q in range(KW):
-                    start = (i0 + p) * Wp + q  # output pixel (i, j) reads flat[(i + p)·Wp + j + q]
-                    shifted = flat[n, :, start:start + r * Wp]
-                    if p == q == 0:
-                        np.matmul(W_offsets[p, q], shifted, out=acc)
-                    else:
-                        np.matmul(W_offsets[p, q], shifted, out=tmp)
-                        acc += tmp
-            # of each output row's Wp columns, the first OW are real pixels
-            y[n, :, i0:i0 + r] = acc.reshape(OC, r, Wp)[:, :, :OW]
-    return y, flat
+            cols = band[:CKK * r * OW].reshape(C, KH, KW, r, OW)
+            np.copyto(cols, _band_windows(flat, n, i0, r, C, KH, KW, Wp, OW))
+            np.matmul(Wm, cols.reshape(CKK, r * OW), out=y[n, :, i0 * OW:(i0 + r) * OW])
+    return y.reshape(N, OC, OH, OW), flat
 
 
 def _weight_grad_in_bands(gy, flat, W_shape, x_shape, PH, PW):
@@ -177,19 +179,14 @@ def _weight_grad_in_bands(gy, flat, W_shape, x_shape, PH, PW):
     CKK = C * KH * KW
     gWm = np.zeros((OC, CKK), dtype=gy.dtype)
     product = np.empty_like(gWm)
-    rows = max(1, min(OH, GW_BAND_BYTES // (CKK * OW * gy.itemsize)))
+    rows = _band_rows(CKK, OH, OW, gy.itemsize)
     band = np.empty(CKK * rows * OW, dtype=gy.dtype)
     gy_rows = gy.reshape(N, OC, OH * OW)
-    step = flat.strides[2]
     for n in range(N):
         for i0 in range(0, OH, rows):
             r = min(rows, OH - i0)
-            # window view (C, KH, KW, r, OW): entry (c, p, q, i, j) is padded pixel (i0+i+p, j+q)
-            windows = np.lib.stride_tricks.as_strided(
-                flat[n, :, i0 * Wp:], shape=(C, KH, KW, r, OW),
-                strides=(flat.strides[1], Wp * step, step, Wp * step, step))
             cols = band[:CKK * r * OW].reshape(C, KH, KW, r, OW)
-            np.copyto(cols, windows)
+            np.copyto(cols, _band_windows(flat, n, i0, r, C, KH, KW, Wp, OW))
             np.matmul(gy_rows[n, :, i0 * OW:(i0 + r) * OW], cols.reshape(CKK, r * OW).T,
                       out=product)
             gWm += product
@@ -216,12 +213,13 @@ class Conv2dFunction(Function):
                                          keep_cols=self.needs_input_grad[1])
             self.cols = cols
             self.W = W if self.needs_input_grad[0] else None
-            self.W_shape = W.shape
+            self.W_shape, self.route = W.shape, "gpu"
             return y
-        self.shifted = _use_shifted(xp, C, OH * OW, KH, KW, self.SH, self.SW, self.PH, self.PW)
         self.W_shape = W.shape
-        if self.shifted:
-            y, flat = shifted_conv2d(x, W, self.PH, self.PW)
+        self.route = ("banded" if _use_banded(xp, KH, KW, self.SH, self.SW, self.PH, self.PW)
+                      else "im2col")
+        if self.route == "banded":
+            y, flat = banded_conv2d(x, W, self.PH, self.PW)
             if b is not None:
                 y += b.reshape(1, OC, 1, 1)
             self.flat = flat if self.needs_input_grad[1] else None
@@ -250,8 +248,8 @@ class Conv2dFunction(Function):
                 self.needs_input_grad[0], self.needs_input_grad[1],
                 has_bias and self.needs_input_grad[2])
             return (gx, gW, gb) if has_bias else (gx, gW)
-        if self.shifted:
-            return self._shifted_backward(gy, has_bias)
+        if self.route == "banded":
+            return self._banded_backward(gy, has_bias)
         gy = gy.reshape(N, OC, OH * OW)
         gx = gW = gb = None
         if self.needs_input_grad[1]:
@@ -274,10 +272,10 @@ class Conv2dFunction(Function):
         return xp.ascontiguousarray(col2im(gcols, self.x_shape, self.KH, self.KW, self.SH, self.SW,
                                            self.PH, self.PW))
 
-    def _shifted_backward(self, gy, has_bias):
-        """The gradients of the shifted-GEMM forward: gW from bands of cols, gb = Σ gy, and gx as
-        the convolution of gy with the flipped, transposed kernel (by the shifted route too when gy
-        has enough channels, otherwise as col2im(Wᵀ·gy))."""
+    def _banded_backward(self, gy, has_bias):
+        """The gradients of the banded route, from the flattened padded input that forward kept:
+        gW from bands of cols, gb = Σ gy, and gx as the banded convolution of gy with the flipped,
+        transposed kernel padded by K − 1 − P (as col2im(Wᵀ·gy) for inputs of few channels)."""
         gy = np.ascontiguousarray(gy)
         OC, _, KH, KW = self.W_shape
         gx = gW = gb = None
@@ -285,14 +283,12 @@ class Conv2dFunction(Function):
             gW = _weight_grad_in_bands(gy, self.flat, self.W_shape, self.x_shape, self.PH, self.PW)
         if has_bias and self.needs_input_grad[2]:
             gb = gy.sum(axis=(0, 2, 3))
-        if self.needs_input_grad[0]:
-            N, _, H, W = self.x_shape
-            if _use_shifted(np, OC, H * W, KH, KW, 1, 1, KH - 1 - self.PH, KW - 1 - self.PW):
-                W = self.Wm.reshape(self.W_shape)
-                W_adjoint = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, OC, KH, KW)
-                gx, _ = shifted_conv2d(gy, W_adjoint, KH - 1 - self.PH, KW - 1 - self.PW)
-            else:
-                gx = self._input_grad_by_col2im(np, gy.reshape(N, OC, -1))
+        if self.needs_input_grad[0] and self.x_shape[1] < ADJOINT_MIN_CHANNELS:
+            gx = self._input_grad_by_col2im(np, gy.reshape(gy.shape[0], OC, -1))
+        elif self.needs_input_grad[0]:
+            W_adjoint = self.Wm.reshape(self.W_shape)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+            gx, _ = banded_conv2d(gy, np.ascontiguousarray(W_adjoint), KH - 1 - self.PH,
+                                  KW - 1 - self.PW)
         return (gx, gW, gb) if has_bias else (gx, gW)
 
 
