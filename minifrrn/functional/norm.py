@@ -133,9 +133,10 @@ class BatchNormFunction(Function):
         return gx.astype(gy.dtype, copy=False), ggamma, gbeta
 
     def _backward_numpy(self, gy):
-        """The closed-form gradients per cache-sized block of channels, on several threads; x̂ (and,
-        with the ReLU, its mask) recomputed from x in the cache, with the very operations of the
-        forward, so the mask is the forward's to the last bit."""
+        """The closed-form gradients per cache-sized block of channels, on several threads, from x
+        centred in the cache (x̂ = (x − μ)/σ is folded into the per-channel factors). With the ReLU,
+        its mask is recomputed with the forward's very operations, so it is the forward's to the
+        last bit."""
         C = gy.shape[1]
         M, x, mean, invstd = self.M, self.x, self.mean, self.invstd
         gx = np.empty_like(gy)
@@ -145,20 +146,20 @@ class BatchNormFunction(Function):
         def gradient_channels(c0, c1):
             gy_b, x_b, gx_b = gy[:, c0:c1], x[:, c0:c1], gx[:, c0:c1]
             mean_b, scale_b = _per_channel(mean[c0:c1]), _per_channel(scale[c0:c1])
+            centred = np.subtract(x_b, mean_b)
             if self.relu:  # the ReLU's gradient: gy where γ·x̂ + β > 0, else 0 (into gx)
-                np.subtract(x_b, mean_b, out=gx_b)
-                gx_b *= _per_channel(invstd[c0:c1] * self.gamma[c0:c1])
-                gx_b += _per_channel(self.beta[c0:c1])
-                passes = np.greater(gx_b, 0)
+                # (x − μ)·(γ/σ) rounded as the forward rounds it; then a + β > 0 exactly when
+                # a > −β (a rounded sum has the sign of the exact one), which saves the addition
+                np.multiply(centred, _per_channel(invstd[c0:c1] * self.gamma[c0:c1]), out=gx_b)
+                passes = np.greater(gx_b, _per_channel(-self.beta[c0:c1]))
                 gy_b = np.multiply(gy_b, passes, out=gx_b)
-            xhat_b = np.subtract(x_b, mean_b)
-            xhat_b *= _per_channel(invstd[c0:c1])
             gbeta[c0:c1] = gy_b.sum(axis=(0, 2, 3))
-            ggamma[c0:c1] = np.einsum("nchw,nchw->c", gy_b, xhat_b)
+            # gγ = Σ gy·x̂ = (1/σ)·Σ gy·(x − μ): x̂ itself is never formed
+            ggamma[c0:c1] = np.einsum("nchw,nchw->c", gy_b, centred) * invstd[c0:c1]
             if self.training:
-                # gx = γ/(M·√(σ²+ε)) · (M·gy − gβ − x̂·gγ) = scale · (gy − gβ/M − x̂·gγ/M)
-                xhat_b *= _per_channel(-ggamma[c0:c1] / M)
-                np.add(gy_b, xhat_b, out=gx_b)
+                # gx = γ/(M·√(σ²+ε)) · (M·gy − gβ − x̂·gγ) = scale · (gy − gβ/M − (x − μ)·gγ/(σ·M))
+                centred *= _per_channel(-ggamma[c0:c1] * invstd[c0:c1] / M)
+                np.add(gy_b, centred, out=gx_b)
                 gx_b -= _per_channel(gbeta[c0:c1] / M)
                 gx_b *= scale_b
             else:
