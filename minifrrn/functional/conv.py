@@ -28,7 +28,9 @@ GEMM, which writes those rows of y:
 The windows are a strided view of the zero-padded input (flattened per channel), copied into one
 reused buffer. gW sums gy[n][:, band] @ cols_bandᵀ over the bands, from the padded input that
 forward keeps (the size of x, not of cols); gx is the convolution of gy with the flipped, transposed
-kernel Wᵀ[:, :, ::-1, ::-1] padded by K − 1 − P, by the banded route too, with no col2im.
+kernel Wᵀ[:, :, ::-1, ::-1] padded by K − 1 − P, by the banded route too, with no col2im. For inputs
+of few channels (the RGB stem) that adjoint GEMM would have only C rows, so gx is Wᵀ·gy followed by
+col2im instead, also band by band.
 """
 from __future__ import annotations
 
@@ -46,7 +48,8 @@ _FLOATS = (np.float32, np.float64)
 
 BAND_BYTES = 1 << 23  # output rows per band: about 8 MiB of cols (of 1-32 MiB, the fastest measured)
 # gx by the adjoint convolution needs a GEMM with one row per input channel: with fewer than this
-# (the 3-channel stem) it runs far below BLAS speed, and Wᵀ·gy followed by col2im is faster
+# (the 3-channel stem) it runs far below BLAS speed, and Wᵀ·gy followed by col2im, band by band,
+# is faster
 ADJOINT_MIN_CHANNELS = 16
 
 
@@ -142,9 +145,15 @@ def _band_windows(flat, n, i0, r, C, KH, KW, Wp, OW):
         strides=(flat.strides[1], Wp * step, step, Wp * step, step))
 
 
-def _band_rows(CKK, OH, OW, itemsize):
-    """Output rows per band: a band of cols of about BAND_BYTES."""
-    return max(1, min(OH, BAND_BYTES // (CKK * OW * itemsize)))
+def _bands(N, OH, OW, CKK, dtype):
+    """Every band of output rows, as (n, i0, r, buffer): rows i0 … i0 + r − 1 of image n, and one
+    reused buffer of CKK·r·OW elements for the band's (g)cols, about BAND_BYTES."""
+    rows = max(1, min(OH, BAND_BYTES // (CKK * OW * np.dtype(dtype).itemsize)))
+    band = np.empty(CKK * rows * OW, dtype=dtype)
+    for n in range(N):
+        for i0 in range(0, OH, rows):
+            r = min(rows, OH - i0)
+            yield n, i0, r, band[:CKK * r * OW]
 
 
 def banded_conv2d(x, W, PH, PW):
@@ -159,14 +168,10 @@ def banded_conv2d(x, W, PH, PW):
     flat = _flat_padded(x, PH, PW, KW)
     Wm = W.reshape(OC, CKK)
     y = np.empty((N, OC, OH * OW), dtype=x.dtype)
-    rows = _band_rows(CKK, OH, OW, x.itemsize)
-    band = np.empty(CKK * rows * OW, dtype=x.dtype)
-    for n in range(N):
-        for i0 in range(0, OH, rows):
-            r = min(rows, OH - i0)
-            cols = band[:CKK * r * OW].reshape(C, KH, KW, r, OW)
-            np.copyto(cols, _band_windows(flat, n, i0, r, C, KH, KW, Wp, OW))
-            np.matmul(Wm, cols.reshape(CKK, r * OW), out=y[n, :, i0 * OW:(i0 + r) * OW])
+    for n, i0, r, band in _bands(N, OH, OW, CKK, x.dtype):
+        cols = band.reshape(C, KH, KW, r, OW)
+        np.copyto(cols, _band_windows(flat, n, i0, r, C, KH, KW, Wp, OW))
+        np.matmul(Wm, cols.reshape(CKK, r * OW), out=y[n, :, i0 * OW:(i0 + r) * OW])
     return y.reshape(N, OC, OH, OW), flat
 
 
@@ -179,18 +184,32 @@ def _weight_grad_in_bands(gy, flat, W_shape, x_shape, PH, PW):
     CKK = C * KH * KW
     gWm = np.zeros((OC, CKK), dtype=gy.dtype)
     product = np.empty_like(gWm)
-    rows = _band_rows(CKK, OH, OW, gy.itemsize)
-    band = np.empty(CKK * rows * OW, dtype=gy.dtype)
     gy_rows = gy.reshape(N, OC, OH * OW)
-    for n in range(N):
-        for i0 in range(0, OH, rows):
-            r = min(rows, OH - i0)
-            cols = band[:CKK * r * OW].reshape(C, KH, KW, r, OW)
-            np.copyto(cols, _band_windows(flat, n, i0, r, C, KH, KW, Wp, OW))
-            np.matmul(gy_rows[n, :, i0 * OW:(i0 + r) * OW], cols.reshape(CKK, r * OW).T,
-                      out=product)
-            gWm += product
+    for n, i0, r, band in _bands(N, OH, OW, CKK, gy.dtype):
+        cols = band.reshape(C, KH, KW, r, OW)
+        np.copyto(cols, _band_windows(flat, n, i0, r, C, KH, KW, Wp, OW))
+        np.matmul(gy_rows[n, :, i0 * OW:(i0 + r) * OW], cols.reshape(CKK, r * OW).T, out=product)
+        gWm += product
     return gWm.reshape(W_shape)
+
+
+def _input_grad_in_bands(gy, Wm, x_shape, KH, KW, PH, PW):
+    """gx = col2im(Wᵀ @ gy) for a stride-1 convolution, one band of output rows at a time: each
+    band's gcols (C·KH·KW, r·OW) is made and added back into the padded gx while it is in cache,
+    so the KH·KW-times larger gcols never reaches memory. Neighbouring bands add into shared rows."""
+    N, OC, OH, OW = gy.shape
+    _, C, H, W = x_shape
+    CKK = C * KH * KW
+    gx = np.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=gy.dtype)
+    gy_rows = gy.reshape(N, OC, OH * OW)
+    for n, i0, r, band in _bands(N, OH, OW, CKK, gy.dtype):
+        gcols = band.reshape(CKK, r * OW)
+        np.matmul(Wm.T, gy_rows[n, :, i0 * OW:(i0 + r) * OW], out=gcols)
+        gcols = gcols.reshape(C, KH, KW, r, OW)
+        for p in range(KH):
+            for q in range(KW):  # output (i, j) at offset (p, q) read padded pixel (i + p, j + q)
+                gx[n, :, i0 + p:i0 + p + r, q:q + OW] += gcols[:, p, q]
+    return gx[:, :, PH:PH + H, PW:PW + W]
 
 
 class Conv2dFunction(Function):
@@ -275,7 +294,8 @@ class Conv2dFunction(Function):
     def _banded_backward(self, gy, has_bias):
         """The gradients of the banded route, from the flattened padded input that forward kept:
         gW from bands of cols, gb = Σ gy, and gx as the banded convolution of gy with the flipped,
-        transposed kernel padded by K − 1 − P (as col2im(Wᵀ·gy) for inputs of few channels)."""
+        transposed kernel padded by K − 1 − P (as col2im(Wᵀ·gy), band by band, for inputs of few
+        channels)."""
         gy = np.ascontiguousarray(gy)
         OC, _, KH, KW = self.W_shape
         gx = gW = gb = None
@@ -284,7 +304,8 @@ class Conv2dFunction(Function):
         if has_bias and self.needs_input_grad[2]:
             gb = gy.sum(axis=(0, 2, 3))
         if self.needs_input_grad[0] and self.x_shape[1] < ADJOINT_MIN_CHANNELS:
-            gx = self._input_grad_by_col2im(np, gy.reshape(gy.shape[0], OC, -1))
+            gx = np.ascontiguousarray(_input_grad_in_bands(gy, self.Wm, self.x_shape, KH, KW,
+                                                           self.PH, self.PW))
         elif self.needs_input_grad[0]:
             W_adjoint = self.Wm.reshape(self.W_shape)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
             gx, _ = banded_conv2d(gy, np.ascontiguousarray(W_adjoint), KH - 1 - self.PH,
