@@ -54,6 +54,9 @@ CASES = [
     ("conv1x1", lambda x, W: F.conv2d(x, W), lambda: [rnd(2, 6, 5, 4, seed=4), rnd(3, 6, 1, 1, seed=5)]),
     ("bn_train", lambda x, g, b: F.batch_norm(x, g, b, cp.zeros(3, x.dtype), cp.ones(3, x.dtype), True),
      lambda: [rnd(2, 3, 5, 7, seed=6), rnd(3, seed=7), rnd(3, seed=8)]),
+    ("bn_relu_train", lambda x, g, b: F.batch_norm(x, g, b, cp.zeros(3, x.dtype), cp.ones(3, x.dtype),
+                                                   True, relu=True),
+     lambda: [rnd(2, 3, 5, 7, seed=6), rnd(3, seed=7), rnd(3, seed=8)]),
     ("pool2", lambda x: F.max_pool2d(x, 2), lambda: [distinct((2, 3, 8, 6), seed=9)]),
     ("pool3s2", lambda x: F.max_pool2d(x, 3, 2), lambda: [distinct((1, 2, 7, 9), seed=10)]),
     ("nearest4", lambda x: F.upsample_nearest2d(x, 4), lambda: [rnd(2, 3, 5, 3, seed=11)]),
@@ -64,14 +67,21 @@ CASES = [
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name,fn,make", CASES, ids=[c[0] for c in CASES])
 def test_cupy_matches_numpy(name, fn, make, dtype):
-    if name == "bn_train":
-        # the running statistics must live on the op's device: compare the GPU run to the CPU one
+    if name.startswith("bn_"):
+        # the running statistics must live on the op's device: compare the GPU run to the CPU one,
+        # forward and every gradient
         arrays = make()
         cpu = [mf.tensor(a.astype(dtype), requires_grad=True) for a in arrays]
-        out_cpu = F.batch_norm(*cpu, np.zeros(3, dtype), np.ones(3, dtype), True)
+        out_cpu = F.batch_norm(*cpu, np.zeros(3, dtype), np.ones(3, dtype), True,
+                               relu=name == "bn_relu_train")
         gpu_t = [mf.tensor(a.astype(dtype), device="gpu", requires_grad=True) for a in arrays]
         out_gpu = fn(*gpu_t)
+        upstream = np.random.default_rng(99).standard_normal(out_cpu.shape).astype(dtype)
+        out_cpu.backward(upstream)
+        out_gpu.backward(cp.asarray(upstream))
         np.testing.assert_allclose(cp.asnumpy(out_gpu.data), out_cpu.data, **TOL[dtype])
+        for g, c in zip(gpu_t, cpu):
+            np.testing.assert_allclose(cp.asnumpy(g.grad), c.grad, **TOL[dtype])
         return
     compare(fn, make(), dtype)
 
