@@ -8,6 +8,10 @@ in the same run, as a ratio.
 * A whole training step (forward + backward, no optimiser) is compared with the sum of the GEMM floors
   of every convolution it runs.
 
+The ``spread`` column is (max − min)/median over the repeats: of each repeat's conv/floor ratio for
+the convolutions (timed in turn with their floor), of the time otherwise. A large spread marks a
+figure that the machine's load moved; rerun before reading much into it.
+
 On a GPU every timing synchronises and uses CUDA events. Peak memory is the peak of NumPy allocations
 (tracemalloc) on the CPU and the CuPy memory pool's size on the GPU.
 """
@@ -28,7 +32,7 @@ from .autograd import tensor
 from .backend import check_device, cupy_or_none
 
 __all__ = ["Row", "Context", "run_benchmarks", "format_rows", "conv_gemm_floor", "median_time",
-           "median_times"]
+           "median_times", "timed_runs", "spread_pct"]
 
 
 @dataclass
@@ -41,6 +45,7 @@ class Row:
     gflops: float | None = None
     peak_mib: float | None = None
     note: str = ""
+    spread_pct: float | None = None  # (max − min)/median over the repeats, of the ratio if paired
 
 
 @dataclass
@@ -64,6 +69,11 @@ def median_time(fn, device="cpu", repeats=5, warmup=1):
 def median_times(fns, device="cpu", repeats=5, warmup=1):
     """Median wall times of several functions, timed in turn (a, b, a, b, ...) so that a slow
     stretch of a shared machine falls on all of them alike and their ratio stays fair."""
+    return [statistics.median(record) for record in timed_runs(fns, device, repeats, warmup)]
+
+
+def timed_runs(fns, device="cpu", repeats=5, warmup=1):
+    """Every timed call of ``median_times``: one list of ``repeats`` seconds per function."""
     for _ in range(warmup):
         for fn in fns:
             fn()
@@ -71,7 +81,12 @@ def median_times(fns, device="cpu", repeats=5, warmup=1):
     for _ in range(repeats):
         for fn, record in zip(fns, times):
             record.append(_time_once(fn, device))
-    return [statistics.median(record) for record in times]
+    return times
+
+
+def spread_pct(values):
+    """(max − min)/median of ``values``, in percent: how far apart the repeats landed."""
+    return 100.0 * (max(values) - min(values)) / statistics.median(values)
 
 
 def _time_once(fn, device):
@@ -91,6 +106,12 @@ def _time_once(fn, device):
 
 def _timer(ctx, fn, repeats=None, warmup=1):
     return median_time(fn, ctx.device, repeats or ctx.repeats, warmup)
+
+
+def _timer_with_spread(ctx, fn, repeats=None):
+    """(median seconds, spread %) of ``fn`` over the context's repeats."""
+    (record,) = timed_runs([fn], ctx.device, repeats or ctx.repeats)
+    return statistics.median(record), spread_pct(record)
 
 
 def _peak_mib(ctx, fn):
@@ -157,9 +178,12 @@ def _bench_conv(ctx, N, C, OC, H, W, k):
         F.conv2d(x, Wt, pad=(k - 1) // 2).backward(gy)
 
     gemms, flops = _conv_gemms(ctx, N, C, OC, H, W, k)
-    t, floor = median_times([step, gemms], ctx.device, ctx.repeats)  # interleaved: a fair ratio
+    conv_times, floor_times = timed_runs([step, gemms], ctx.device, ctx.repeats)  # interleaved
+    t, floor = statistics.median(conv_times), statistics.median(floor_times)
+    paired_ratios = [a / b for a, b in zip(conv_times, floor_times)]
     ctx.rows.append(Row("conv2d fwd+bwd", f"{N}x{C}->{OC} {H}x{W} k{k}", t * 1e3, floor * 1e3,
-                        t / floor, flops / t / 1e9, _peak_mib(ctx, step)))
+                        t / floor, flops / t / 1e9, _peak_mib(ctx, step),
+                        spread_pct=spread_pct(paired_ratios)))
 
 
 def _bench_memory_bound(ctx, name, shape, fn, traffic_bytes):
@@ -171,10 +195,10 @@ def _bench_memory_bound(ctx, name, shape, fn, traffic_bytes):
         x.zero_grad()
         fn(x).backward(gy)
 
-    t = _timer(ctx, step)
+    t, spread = _timer_with_spread(ctx, step)
     floor = traffic_bytes(x.data.nbytes, out.data.nbytes) / (ctx.bandwidth_gbs * 1e9)
     ctx.rows.append(Row(name, "x".join(map(str, shape)), t * 1e3, floor * 1e3, t / floor,
-                        note="floor: one pass of memory traffic"))
+                        note="floor: one pass of memory traffic", spread_pct=spread))
 
 
 def _conv_shapes_of(model, x):
@@ -205,7 +229,7 @@ def _bench_model(ctx, name, builder, H, W, checkpoint=False, repeats=None):
         model.zero_grad()
         F.bootstrapped_cross_entropy(model(x), target).backward()
 
-    t = _timer(ctx, step, repeats=repeats)
+    t, spread = _timer_with_spread(ctx, step, repeats=repeats)
     floors = {}
     for shape in _conv_shapes_of(model, x):
         if shape not in floors:
@@ -215,7 +239,8 @@ def _bench_model(ctx, name, builder, H, W, checkpoint=False, repeats=None):
     flops = sum(conv_gemm_floor_flops(s) * c for s, (_, c) in floors.items())
     label = f"{name} train step" + (" (checkpointing)" if checkpoint else "")
     ctx.rows.append(Row(label, f"1x3x{H}x{W}", t * 1e3, floor * 1e3, t / floor, flops / t / 1e9,
-                        _peak_mib(ctx, step), note="floor: sum of its conv GEMM floors"))
+                        _peak_mib(ctx, step), note="floor: sum of its conv GEMM floors",
+                        spread_pct=spread))
 
 
 def conv_gemm_floor_flops(shape):
@@ -263,9 +288,9 @@ def run_benchmarks(device="cpu", quick=False, tiny=False, repeats=None, checkpoi
         y_out, z_out = unit(y, z)
         (y_out.sum() + z_out.sum()).backward()
 
-    t = _timer(ctx, frru_step)
+    t, spread = _timer_with_spread(ctx, frru_step)
     ctx.rows.append(Row("FRRU(4, 192) fwd+bwd", f"y 1/4, z 32x{Hz}x{Wz}", t * 1e3,
-                        peak_mib=_peak_mib(ctx, frru_step)))
+                        peak_mib=_peak_mib(ctx, frru_step), spread_pct=spread))
     if tiny:
         _bench_model(ctx, "frrn_tiny", frrn_tiny, 32, 64)
     else:
@@ -298,14 +323,16 @@ def _fmt(v, spec):
 
 def format_rows(rows, machine):
     header = (f"{'benchmark':<34}{'shape':<26}{'median ms':>11}{'floor ms':>10}{'ratio':>7}"
-              f"{'GFLOP/s':>9}{'peak MiB':>10}")
+              f"{'spread':>8}{'GFLOP/s':>9}{'peak MiB':>10}")
     lines = [f"device {machine['device']}"
              + (f" ({machine['gpu']})" if machine.get("gpu") else "")
              + f": large GEMM {machine['gemm_gflops']:.0f} GFLOP/s, copy "
              f"{machine['copy_bandwidth_gbs']:.1f} GB/s (read+write)", header, "-" * len(header)]
     for r in rows:
         lines.append(f"{r.name:<34}{r.shape:<26}{r.ms:>11.2f}{_fmt(r.floor_ms, '.2f'):>10}"
-                     f"{_fmt(r.ratio, '.2f'):>7}{_fmt(r.gflops, '.0f'):>9}"
+                     f"{_fmt(r.ratio, '.2f'):>7}"
+                     f"{'' if r.spread_pct is None else format(r.spread_pct, '.0f') + '%':>8}"
+                     f"{_fmt(r.gflops, '.0f'):>9}"
                      f"{_fmt(r.peak_mib, '.0f'):>10}")
     return "\n".join(lines)
 

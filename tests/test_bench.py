@@ -1,7 +1,7 @@
 """The benchmark runs and reports well-formed figures (no wall-time assertions)."""
 import json
 
-from minifrrn.bench import median_times, run_benchmarks
+from minifrrn.bench import median_times, run_benchmarks, spread_pct
 from minifrrn.cli import main
 
 
@@ -15,6 +15,8 @@ def test_bench_rows_are_well_formed():
         assert r.ms > 0
         if r.ratio is not None:
             assert r.ratio > 0 and r.floor_ms > 0
+        if "fwd+bwd" in r.name or "train step" in r.name:
+            assert r.spread_pct is not None and r.spread_pct >= 0
     assert machine["gemm_gflops"] > 0 and machine["copy_bandwidth_gbs"] > 0
 
 
@@ -39,3 +41,8 @@ def test_median_times_interleaves_the_functions_it_compares():
                            warmup=1)
     assert calls == ["a", "b"] * 4  # one warm-up round, then three timed rounds, in turn
     assert len(medians) == 2 and all(m >= 0 for m in medians)
+
+
+def test_spread_is_the_range_over_the_median():
+    assert spread_pct([2.0, 1.0, 4.0]) == 150.0  # (4 − 1) / 2
+    assert spread_pct([3.0, 3.0, 3.0]) == 0.0
