@@ -5,8 +5,8 @@ An im2col convolution's forward and backward are three GEMMs (W·cols, gy·cols�
 movement around them (im2col, col2im, reshapes). ``minifrrn.bench.conv_gemm_floor`` times those three
 GEMMs alone on operands of the same shapes, in the same run, so the ratio ``conv time / floor`` says
 how much the rest costs, whatever the machine: 1.0 would be perfect. (On the CPU, stride-1
-convolutions with 16 or more channels split the same multiply-adds into one GEMM per kernel offset,
-so that cols is never written to memory; the floor stays the im2col GEMMs.) ``minifrrn bench``
+convolutions build cols one cache-sized band of output rows at a time, so that it is never written to
+memory whole; the floor stays the im2col GEMMs on whole operands.) ``minifrrn bench``
 prints the same measure for every op and the whole model; this script is the few lines to adapt
 when you want your own shapes.
 
