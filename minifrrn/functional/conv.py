@@ -118,20 +118,18 @@ def _use_banded(xp, KH, KW, SH, SW, PH, PW):
     return xp is np and SH == SW == 1 and KH * KW > 1 and PH < KH and PW < KW
 
 
-def _flat_padded(x, PH, PW, KW):
-    """x (N, C, H, W) zero-padded and flattened per channel: (N, C, Hp·Wp + KW − 1). The KW − 1
-    trailing elements let the last band's window view end inside the array; they are zeroed so that
-    no stray NaN or denormal is ever read."""
+def _flat_padded(x, PH, PW):
+    """x (N, C, H, W) zero-padded and flattened per channel: (N, C, Hp·Wp), rows of width
+    Wp = W + 2·PW one after the other (the layout the band windows are strided views of)."""
     N, C, H, W = x.shape
     Hp, Wp = H + 2 * PH, W + 2 * PW
-    flat = np.empty((N, C, Hp * Wp + KW - 1), dtype=x.dtype)
-    grid = flat[:, :, :Hp * Wp].reshape(N, C, Hp, Wp)
+    flat = np.empty((N, C, Hp * Wp), dtype=x.dtype)
+    grid = flat.reshape(N, C, Hp, Wp)
     # zero the border only: filling the whole array first would cost one more pass over it
     grid[:, :, :PH] = 0
     grid[:, :, PH + H:] = 0
     grid[:, :, PH:PH + H, :PW] = 0
     grid[:, :, PH:PH + H, PW + W:] = 0
-    flat[:, :, Hp * Wp:] = 0
     grid[:, :, PH:PH + H, PW:PW + W] = x
     return flat
 
@@ -165,7 +163,7 @@ def banded_conv2d(x, W, PH, PW):
     Wp = Wd + 2 * PW
     OH, OW = H + 2 * PH - KH + 1, Wp - KW + 1
     CKK = C * KH * KW
-    flat = _flat_padded(x, PH, PW, KW)
+    flat = _flat_padded(x, PH, PW)
     Wm = W.reshape(OC, CKK)
     y = np.empty((N, OC, OH * OW), dtype=x.dtype)
     for n, i0, r, band in _bands(N, OH, OW, CKK, x.dtype):
