@@ -84,8 +84,8 @@ class BatchNormFunction(Function):
     def _forward_numpy(self, x, gamma, beta):
         """The same formulas per cache-sized block of channels, on several threads: the block of x
         is read from memory once, every later pass (centre, square, scale, shift, ReLU) works in the
-        cache, and y is written once. Only x is kept for backward (not x̂): x̂ costs one cheap pass to
-        recompute there, and storing it would cost one more pass over memory here."""
+        cache, and y is written once. Only x is kept for backward (not x̂): backward centres x again in
+        the cache, where storing x̂ here would cost one more pass over memory."""
         N, C, H, W = x.shape
         dtype = x.dtype.type
         y = np.empty_like(x)
