@@ -81,3 +81,24 @@ def test_many_ties_go_to_the_first_maximum_in_row_major_order(poisoned_empty, k,
     np.testing.assert_array_equal(y.data, naive_max_pool(x, k, k))
     # cropped rows and columns (sizes not divisible by k) get exactly zero
     np.testing.assert_array_equal(t.grad, first_max_gradient(x, gy, k))
+
+
+@pytest.mark.parametrize("kernel", [(2, 1), (1, 3), (3, 2), (2, 5)])
+def test_rectangular_windows_with_ties(poisoned_empty, kernel):
+    # one-column and one-row windows take their own branch of the column-then-row reduction
+    kh, kw = kernel
+    # 3x4 windows, plus kh − 1 rows and kw − 1 columns that fill none and are cropped
+    x = np.random.default_rng(kh * 7 + kw).integers(0, 3, (1, 2, 4 * kh - 1, 5 * kw - 1)).astype(
+        np.float64)
+    gy = np.random.default_rng(kh + kw).standard_normal((1, 2, 3, 4))
+    t = mf.tensor(x, requires_grad=True)
+    y = F.max_pool2d(t, kernel)
+    y.backward(gy)
+    expected_y, expected_gx = np.zeros_like(gy), np.zeros_like(x)
+    for n, c, i, j in itertools.product(range(1), range(2), range(3), range(4)):
+        window = x[n, c, i * kh:(i + 1) * kh, j * kw:(j + 1) * kw]
+        p, q = divmod(int(np.argmax(window)), kw)  # the first maximum in row-major order
+        expected_y[n, c, i, j] = window.max()
+        expected_gx[n, c, i * kh + p, j * kw + q] = gy[n, c, i, j]
+    np.testing.assert_array_equal(y.data, expected_y)
+    np.testing.assert_array_equal(t.grad, expected_gx)

@@ -52,14 +52,13 @@ def _over_channel_blocks(xp, work, big, passes):
 
 
 def _select(index, better, value):
-    """index[better] = value, in place, with integer arithmetic: mask = −better (all ones where
-    better), index ^= (index ^ value) & mask. Four plain ufunc passes; ``np.where`` and
-    ``np.copyto(where=)`` run about ten times slower per element than a ufunc."""
-    mask = better.astype(index.dtype)
-    np.negative(mask, out=mask)
-    change = np.bitwise_xor(index, value)
-    change &= mask
-    index ^= change
+    """index[better] = value, in place, with integer arithmetic on uint8 indices:
+    index += better·(value − index), which wraps modulo 256 and lands exactly on value where better
+    is 1 and on index where it is 0. Three plain ufunc passes (the boolean mask is read as 0/1
+    bytes in place); ``np.where`` and ``np.copyto(where=)`` run about ten times slower per element."""
+    change = np.subtract(value, index, dtype=index.dtype)
+    change *= better.view(np.uint8)
+    index += change
 
 
 def _separable_forward_block(x, y, argmax, KH, KW):
@@ -73,12 +72,17 @@ def _separable_forward_block(x, y, argmax, KH, KW):
     OH, OW = y.shape[2:]
     x = x[:, :, :OH * KH, :OW * KW]
     row_max = x[..., 0::KW].copy()                       # (N, C, OH·KH, OW)
-    row_arg = np.zeros(row_max.shape, dtype=argmax.dtype)
+    row_arg = None
     for q in range(1, KW):
         column = x[..., q::KW]
         better = column > row_max
         np.maximum(row_max, column, out=row_max)
-        _select(row_arg, better, argmax.dtype.type(q))
+        if row_arg is None:  # q = 1: the index is the mask itself, 0 or 1
+            row_arg = better.view(argmax.dtype)
+        else:
+            _select(row_arg, better, argmax.dtype.type(q))
+    if row_arg is None:  # windows one column wide
+        row_arg = np.zeros(row_max.shape, dtype=argmax.dtype)
     y[...] = row_max[:, :, 0::KH]
     argmax[...] = row_arg[:, :, 0::KH]
     for p in range(1, KH):
