@@ -20,6 +20,7 @@ MIN_PARALLEL_ELEMENTS = 1 << 20      # about 4 MB of float32: below this, one th
 CACHE_BLOCK_BYTES = 1 << 19          # 512 KiB: a block that stays in a core's L2 cache
 
 _pool: list = []
+_CORES = os.cpu_count() or 1  # asked once: every parallel op reads it, and the answer never changes
 
 
 def cpu_threads() -> int:
@@ -29,7 +30,7 @@ def cpu_threads() -> int:
             return max(1, int(value))
         except ValueError:
             raise ValueError(f"MINIFRRN_CPU_THREADS must be an integer, got {value!r}") from None
-    return max(1, min(4, os.cpu_count() or 1))
+    return max(1, min(4, _CORES))
 
 
 def _executor(threads):
