@@ -2,7 +2,8 @@
 in the same run, as a ratio.
 
 * A convolution's floor is the time of the GEMMs an im2col design cannot avoid: the same ``matmul``
-  calls (forward W·cols, backward gy·colsᵀ and Wᵀ·gy) on operands of the same shapes.
+  calls (forward W·cols, backward gy·colsᵀ and Wᵀ·gy) on operands of the same shapes, into outputs
+  allocated beforehand.
 * Batch norm, pooling and upsampling are memory-bound: their floor is one pass of memory traffic over
   their inputs and outputs (forward and backward), at the copy bandwidth measured on this machine.
 * A whole training step (forward + backward, no optimiser) is compared with the sum of the GEMM floors
@@ -157,12 +158,16 @@ def _conv_gemms(ctx, N, C, OC, H, W, k, stride=1):
     OH, OW = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
     ckk, hw = C * k * k, OH * OW
     Wm, cols, gy = _rand(ctx, (OC, ckk)), _rand(ctx, (N, ckk, hw), 1), _rand(ctx, (N, OC, hw), 2)
+    # outputs allocated once: the floor is GEMM time alone, whatever the allocator does (a fresh
+    # 200 MB result can cost as much again in first-touch page faults)
+    y, gW, gcols = xp.empty((N, OC, hw), np.float32), xp.empty((OC, ckk), np.float32), xp.empty(
+        (N, ckk, hw), np.float32)
 
     def gemms():
-        xp.matmul(Wm, cols)
+        xp.matmul(Wm, cols, out=y)
         for n in range(N):
-            gy[n] @ cols[n].T
-        xp.matmul(Wm.T, gy)
+            xp.matmul(gy[n], cols[n].T, out=gW)
+        xp.matmul(Wm.T, gy, out=gcols)
 
     return gemms, 3 * 2 * OC * ckk * hw * N
 
