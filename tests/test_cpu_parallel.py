@@ -86,6 +86,18 @@ def test_batch_norm_on_the_parallel_path(force_parallel, training, relu):
                                               training, relu=relu), [x, gamma, beta])
 
 
+@pytest.mark.parametrize("scale", [2, 16])
+def test_nearest_upsampling_on_the_parallel_path(force_parallel, scale):
+    rng = np.random.default_rng(scale)
+    x = mf.tensor(rng.standard_normal((2, 5, 3, 2)), requires_grad=True)
+    gy = rng.standard_normal((2, 5, 3 * scale, 2 * scale))
+    y = F.upsample_nearest2d(x, scale)
+    y.backward(gy)
+    np.testing.assert_array_equal(y.data, x.data.repeat(scale, axis=2).repeat(scale, axis=3))
+    block_sums = gy.reshape(2, 5, 3, scale, 2, scale).sum(axis=(3, 5))
+    np.testing.assert_allclose(x.grad, block_sums, rtol=1e-12, atol=1e-12)
+
+
 def test_allocator_tuning_reports_what_it_did():
     import sys
     from minifrrn.backend import tune_cpu_allocator

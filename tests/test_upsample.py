@@ -45,3 +45,18 @@ def test_bad_scale():
         F.upsample_nearest2d(x, 1.5)
     with pytest.raises(ValueError, match="1..32"):
         F.upsample_nearest2d(x, 64)
+
+
+@pytest.mark.parametrize("scale", [3, 16, 32])
+def test_nearest_gradient_is_the_block_sum_small_and_large_blocks(scale):
+    # blocks of 16 and more take a row-then-column reduction, smaller ones strided additions
+    rng = np.random.default_rng(scale)
+    x = mf.tensor(rng.standard_normal((2, 3, 2, 3)), dtype=np.float64, requires_grad=True)
+    gy = rng.standard_normal((2, 3, 2 * scale, 3 * scale))
+    F.upsample_nearest2d(x, scale).backward(gy)
+    expected = np.zeros((2, 3, 2, 3))
+    for i in range(2):
+        for j in range(3):
+            expected[:, :, i, j] = gy[:, :, i * scale:(i + 1) * scale,
+                                      j * scale:(j + 1) * scale].sum(axis=(2, 3))
+    np.testing.assert_allclose(x.grad, expected, rtol=1e-12, atol=1e-12)
