@@ -102,16 +102,20 @@ def test_mixed_dtypes_are_rejected_before_any_work():
 
 # --- the banded route (stride 1 on the CPU) ---------------------------------------------------------
 
-@pytest.fixture
-def small_bands(monkeypatch):
+@pytest.fixture(params=["column offsets", "band copies"])
+def small_bands(request, monkeypatch):
     """Bands of one output row, so that small test shapes run every loop of the route many times,
-    and gx by the adjoint convolution whatever the number of input channels."""
+    gx by the adjoint convolution whatever the number of input channels, and each variant of the
+    banded route for every shape (kernel columns read in place, or whole cols copied)."""
     monkeypatch.setattr(conv_module, "BAND_BYTES", 1)
     monkeypatch.setattr(conv_module, "ADJOINT_MIN_CHANNELS", 1)
+    in_place = request.param == "column offsets"
+    monkeypatch.setattr(conv_module, "OFFSETS_MIN_INNER", 1 if in_place else 10 ** 9)
+    monkeypatch.setattr(conv_module, "OFFSETS_MIN_PIXELS", 1 if in_place else 10 ** 9)
 
 
 BANDED = [((3, 3), (1, 1)), ((3, 3), (0, 0)), ((5, 5), (2, 2)), ((3, 3), (2, 2)), ((3, 5), (1, 2)),
-          ((1, 3), (0, 1)), ((3, 3), (0, 2))]
+          ((1, 3), (0, 1)), ((3, 1), (1, 0)), ((3, 3), (0, 2))]
 
 
 def _random_case(seed, kernel, H, W):

@@ -26,7 +26,11 @@ GEMM, which writes those rows of y:
     y[n][:, band] = Wm @ cols_band,     cols_band = the windows of output rows i0 … i0 + r − 1
 
 The windows are a strided view of the zero-padded input (flattened per channel), copied into one
-reused buffer. gW sums gy[n][:, band] @ cols_bandᵀ over the bands, from the padded input that
+reused buffer. On wide layers (C·KH ≥ 32, 4096 output pixels or more) a band copies less: with the
+padded rows flattened (width Wp = W + 2·PW), the cols rows of kernel column q are the same input
+rows q elements further on, so each band's rows are copied once per kernel row p, a matrix of C·KH
+rows, and its KW column windows go straight to KW GEMMs (inner size C·KH) whose sum is the band's
+output on the padded width; the Wp − OW columns that straddle the padding are dropped. gW sums gy[n][:, band] @ cols_bandᵀ over the bands, from the padded input that
 forward keeps (the size of x, not of cols); gx is the convolution of gy with the flipped, transposed
 kernel Wᵀ[:, :, ::-1, ::-1] padded by K − 1 − P, by the banded route too, with no col2im. For inputs
 of few channels (the RGB stem) that adjoint GEMM would have only C rows, so gx is Wᵀ·gy followed by
@@ -51,6 +55,11 @@ BAND_BYTES = 1 << 23  # output rows per band: about 8 MiB of cols (of 1-32 MiB, 
 # (the 3-channel stem) it runs far below BLAS speed, and Wᵀ·gy followed by col2im, band by band,
 # is faster
 ADJOINT_MIN_CHANNELS = 16
+# the banded route reads kernel columns in place above both: below, its KW thinner GEMMs lose more
+# than the copies they save (measured: the RGB stem, inner size 15, ran at half speed; 416->384 at
+# 16x32 at 0.85x), so each band's cols is copied whole there
+OFFSETS_MIN_INNER = 32
+OFFSETS_MIN_PIXELS = 4096
 
 
 def _pair(value, name):
@@ -134,6 +143,30 @@ def _flat_padded(x, PH, PW):
     return flat
 
 
+def _row_bands(N, OH, C, KH, KW, Wp, dtype):
+    """Every band of output rows, as (n, i0, r, buffer): rows i0 … i0 + r − 1 of image n, and one
+    reused buffer (C, KH, rows·Wp + KW − 1) for the input rows a band reads, about BAND_BYTES."""
+    rows = max(1, min(OH, BAND_BYTES // (C * KH * Wp * np.dtype(dtype).itemsize)))
+    buffer = np.empty((C, KH, rows * Wp + KW - 1), dtype=dtype)
+    for n in range(N):
+        for i0 in range(0, OH, rows):
+            yield n, i0, min(rows, OH - i0), buffer
+
+
+def _copy_band_rows(buffer, flat, n, i0, r, KW, Wp):
+    """Fill ``buffer`` with what output rows i0 … i0 + r − 1 of image n read, and return it as the
+    matrix (C·KH, rows·Wp + KW − 1): its row (c, p) is the flattened padded rows i0 + p …
+    i0 + p + r − 1 of channel c, then KW − 1 zeros, read only by the dropped columns. Its columns
+    q … q + r·Wp − 1 are then the cols rows of kernel column q, in place (module docstring)."""
+    C, KH, length = buffer.shape
+    step = flat.strides[2]
+    rows = np.lib.stride_tricks.as_strided(flat[n, :, i0 * Wp:], shape=(C, KH, r * Wp),
+                                           strides=(flat.strides[1], Wp * step, step))
+    np.copyto(buffer[:, :, :r * Wp], rows)
+    buffer[:, :, r * Wp:r * Wp + KW - 1] = 0
+    return buffer.reshape(C * KH, length)
+
+
 def _band_windows(flat, n, i0, r, C, KH, KW, Wp, OW):
     """The im2col columns of output rows i0 … i0+r−1 of image n, as a strided view (C, KH, KW, r, OW)
     of the flattened padded input: entry (c, p, q, i, j) is padded pixel (i0+i+p, j+q)."""
@@ -154,28 +187,70 @@ def _bands(N, OH, OW, CKK, dtype):
             yield n, i0, r, band[:CKK * r * OW]
 
 
-def banded_conv2d(x, W, PH, PW):
-    """Stride-1 convolution of NumPy x (N, C, H, W) with W (OC, C, KH, KW) as im2col + GEMM one band
-    of output rows at a time (module docstring). Returns (y, flat): y (N, OC, OH, OW) and the
-    flattened padded input, which gW reuses."""
+def _conv_by_column_offsets(x, W, flat, PH, PW):
+    """The banded forward with each band's input rows copied once per kernel row (KH copies of
+    every input value) and the KW kernel columns read from them in place, one GEMM each."""
+    N, C, H, Wd = x.shape
+    OC, _, KH, KW = W.shape
+    Wp = Wd + 2 * PW
+    OH, OW = H + 2 * PH - KH + 1, Wp - KW + 1
+    W_columns = np.ascontiguousarray(W.transpose(3, 0, 1, 2)).reshape(KW, OC, C * KH)
+    y = np.empty((N, OC, OH, OW), dtype=x.dtype)
+    total = part = None
+    for n, i0, r, buffer in _row_bands(N, OH, C, KH, KW, Wp, x.dtype):
+        rows = _copy_band_rows(buffer, flat, n, i0, r, KW, Wp)
+        width = r * Wp  # the band's outputs on the padded width: Wp − OW columns per row dropped
+        if total is None:
+            total, part = (np.empty((OC, rows.shape[1] - KW + 1), dtype=x.dtype) for _ in range(2))
+        acc, tmp = total[:, :width], part[:, :width]
+        np.matmul(W_columns[0], rows[:, :width], out=acc)
+        for q in range(1, KW):  # kernel column q reads the same rows q further on
+            np.matmul(W_columns[q], rows[:, q:q + width], out=tmp)
+            acc += tmp
+        y[n, :, i0:i0 + r] = acc.reshape(OC, r, Wp)[:, :, :OW]
+    return y
+
+
+def _weight_grad_by_column_offsets(gy, flat, W_shape, x_shape, PH, PW):
+    """gW[:, :, :, q] = Σ_bands gy_band @ (band rows, q further on)ᵀ, from the flattened padded input
+    that forward kept; gy is laid out on the padded width, zero in the dropped columns."""
+    N, OC, OH, OW = gy.shape
+    _, C, KH, KW = W_shape
+    Wp = x_shape[3] + 2 * PW
+    gW_columns = np.zeros((KW, OC, C * KH), dtype=gy.dtype)
+    product = np.empty((OC, C * KH), dtype=gy.dtype)
+    gy_wide = None
+    for n, i0, r, buffer in _row_bands(N, OH, C, KH, KW, Wp, gy.dtype):
+        rows = _copy_band_rows(buffer, flat, n, i0, r, KW, Wp)
+        width = r * Wp
+        if gy_wide is None:  # its columns OW … Wp − 1 of every row stay zero
+            gy_wide = np.zeros((OC, rows.shape[1] - KW + 1), dtype=gy.dtype)
+        band = gy_wide[:, :width]
+        band.reshape(OC, r, Wp)[:, :, :OW] = gy[n, :, i0:i0 + r]
+        for q in range(KW):
+            np.matmul(band, rows[:, q:q + width].T, out=product)
+            gW_columns[q] += product
+    return np.ascontiguousarray(gW_columns.reshape(KW, OC, C, KH).transpose(1, 2, 3, 0))
+
+
+def _conv_by_band_copies(x, W, flat, PH, PW):
+    """The banded forward with each band's cols copied whole (KH·KW copies of every input value)."""
     N, C, H, Wd = x.shape
     OC, _, KH, KW = W.shape
     Wp = Wd + 2 * PW
     OH, OW = H + 2 * PH - KH + 1, Wp - KW + 1
     CKK = C * KH * KW
-    flat = _flat_padded(x, PH, PW)
     Wm = W.reshape(OC, CKK)
     y = np.empty((N, OC, OH * OW), dtype=x.dtype)
     for n, i0, r, band in _bands(N, OH, OW, CKK, x.dtype):
         cols = band.reshape(C, KH, KW, r, OW)
         np.copyto(cols, _band_windows(flat, n, i0, r, C, KH, KW, Wp, OW))
         np.matmul(Wm, cols.reshape(CKK, r * OW), out=y[n, :, i0 * OW:(i0 + r) * OW])
-    return y.reshape(N, OC, OH, OW), flat
+    return y.reshape(N, OC, OH, OW)
 
 
-def _weight_grad_in_bands(gy, flat, W_shape, x_shape, PH, PW):
-    """gW = Σ_n gy[n] @ cols[n]ᵀ with cols built one band of output rows at a time from the
-    flattened padded input, so that each band of cols is written to and read from the cache."""
+def _weight_grad_by_band_copies(gy, flat, W_shape, x_shape, PH, PW):
+    """gW = Σ_bands gy_band @ cols_bandᵀ, each band's cols copied whole from the padded input."""
     N, OC, OH, OW = gy.shape
     _, C, KH, KW = W_shape
     Wp = x_shape[3] + 2 * PW
@@ -189,6 +264,34 @@ def _weight_grad_in_bands(gy, flat, W_shape, x_shape, PH, PW):
         np.matmul(gy_rows[n, :, i0 * OW:(i0 + r) * OW], cols.reshape(CKK, r * OW).T, out=product)
         gWm += product
     return gWm.reshape(W_shape)
+
+
+def _by_column_offsets(channels, KH, pixels):
+    """Whether a banded convolution reads its kernel columns in place (KH copies of every input
+    value, KW GEMMs of inner size C·KH) rather than copying whole cols (KH·KW copies, one GEMM of
+    inner size C·KH·KW): when that inner size and the image are large enough for the thinner GEMMs
+    to keep BLAS's pace (measured with ``minifrrn bench``)."""
+    return channels * KH >= OFFSETS_MIN_INNER and pixels >= OFFSETS_MIN_PIXELS
+
+
+def banded_conv2d(x, W, PH, PW):
+    """Stride-1 convolution of NumPy x (N, C, H, W) with W (OC, C, KH, KW) one band of output rows
+    at a time (module docstring). Returns (y, flat): y (N, OC, OH, OW) and the flattened padded
+    input, which gW reuses."""
+    N, C, H, Wd = x.shape
+    _, _, KH, KW = W.shape
+    flat = _flat_padded(x, PH, PW)
+    pixels = (H + 2 * PH - KH + 1) * (Wd + 2 * PW - KW + 1)
+    conv = _conv_by_column_offsets if _by_column_offsets(C, KH, pixels) else _conv_by_band_copies
+    return conv(x, W, flat, PH, PW), flat
+
+
+def _weight_grad_in_bands(gy, flat, W_shape, x_shape, PH, PW):
+    """gW from the flattened padded input that forward kept, band by band, by the same variant."""
+    _, C, KH, _ = W_shape
+    by_offsets = _by_column_offsets(C, KH, gy.shape[2] * gy.shape[3])
+    grad = _weight_grad_by_column_offsets if by_offsets else _weight_grad_by_band_copies
+    return grad(gy, flat, W_shape, x_shape, PH, PW)
 
 
 def _input_grad_in_bands(gy, Wm, x_shape, KH, KW, PH, PW):
