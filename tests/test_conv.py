@@ -102,14 +102,17 @@ def test_mixed_dtypes_are_rejected_before_any_work():
 
 # --- the banded route (stride 1 on the CPU) ---------------------------------------------------------
 
-@pytest.fixture(params=["column offsets", "band copies"])
+@pytest.fixture(params=[("column offsets", 1), ("column offsets", 2), ("band copies", 1),
+                        ("band copies", 2)], ids=lambda p: f"{p[0]}, bands of {p[1]}")
 def small_bands(request, monkeypatch):
-    """Bands of one output row, so that small test shapes run every loop of the route many times,
-    gx by the adjoint convolution whatever the number of input channels, and each variant of the
-    banded route for every shape (kernel columns read in place, or whole cols copied)."""
-    monkeypatch.setattr(conv_module, "BAND_BYTES", 1)
+    """Bands of one or two output rows, so that small test shapes run every loop of the route many
+    times and end on a shorter band, gx by the adjoint convolution whatever the number of input
+    channels, and each variant of the banded route for every shape (kernel columns read in place,
+    or whole cols copied)."""
+    variant, rows = request.param
+    monkeypatch.setattr(conv_module, "_rows_per_band", lambda row_bytes, OH: min(rows, OH))
     monkeypatch.setattr(conv_module, "ADJOINT_MIN_CHANNELS", 1)
-    in_place = request.param == "column offsets"
+    in_place = variant == "column offsets"
     monkeypatch.setattr(conv_module, "OFFSETS_MIN_INNER", 1 if in_place else 10 ** 9)
     monkeypatch.setattr(conv_module, "OFFSETS_MIN_PIXELS", 1 if in_place else 10 ** 9)
 

@@ -26,12 +26,17 @@ GEMM, which writes those rows of y:
     y[n][:, band] = Wm @ cols_band,     cols_band = the windows of output rows i0 … i0 + r − 1
 
 The windows are a strided view of the zero-padded input (flattened per channel), copied into one
-reused buffer. On wide layers (C·KH ≥ 32, 4096 output pixels or more) a band copies less: with the
+reused buffer. On wide layers (C·KH ≥ 32, 2048 output pixels or more) a band copies less: with the
 padded rows flattened (width Wp = W + 2·PW), the cols rows of kernel column q are the same input
 rows q elements further on, so each band's rows are copied once per kernel row p, a matrix of C·KH
-rows, and its KW column windows go straight to KW GEMMs (inner size C·KH) whose sum is the band's
-output on the padded width; the Wp − OW columns that straddle the padding are dropped. gW sums gy[n][:, band] @ cols_bandᵀ over the bands, from the padded input that
-forward keeps (the size of x, not of cols); gx is the convolution of gy with the flipped, transposed
+rows; W[:, :, :, q] @ (those rows, q further on) is (W[:, :, :, q] @ rows), q further on, so one
+GEMM of the KW kernel columns stacked (KW·OC rows, inner size C·KH) gives KW blocks whose sum, each
+shifted by its q, is the band's output on the padded width; the Wp − OW columns that straddle the
+padding are dropped.
+
+gW sums gy[n][:, band] @ cols_bandᵀ over the bands, from the padded input that forward keeps (the
+size of x, not of cols; on wide layers the shift moves to KW shifted copies of gy, stacked for one
+GEMM again); gx is the convolution of gy with the flipped, transposed
 kernel Wᵀ[:, :, ::-1, ::-1] padded by K − 1 − P, by the banded route too, with no col2im. For inputs
 of few channels (the RGB stem) that adjoint GEMM would have only C rows, so gx is Wᵀ·gy followed by
 col2im instead, also band by band.
@@ -55,11 +60,12 @@ BAND_BYTES = 1 << 23  # output rows per band: about 8 MiB of cols (of 1-32 MiB, 
 # (the 3-channel stem) it runs far below BLAS speed, and Wᵀ·gy followed by col2im, band by band,
 # is faster
 ADJOINT_MIN_CHANNELS = 16
-# the banded route reads kernel columns in place above both: below, its KW thinner GEMMs lose more
-# than the copies they save (measured: the RGB stem, inner size 15, ran at half speed; 416->384 at
-# 16x32 at 0.85x), so each band's cols is copied whole there
+# the banded route reads kernel columns in place above both: below, its GEMM of inner size C·KH
+# loses more than the copies save (measured fwd+bwd, in place / whole cols: the RGB stem, inner
+# size 15, 3.4x; 384->384 and 416->384 at 16x32, 1.2x; at 32x64 and above, 0.74-0.99x), so each
+# band's cols is copied whole there
 OFFSETS_MIN_INNER = 32
-OFFSETS_MIN_PIXELS = 4096
+OFFSETS_MIN_PIXELS = 2048
 
 
 def _pair(value, name):
@@ -143,10 +149,15 @@ def _flat_padded(x, PH, PW):
     return flat
 
 
+def _rows_per_band(row_bytes, OH):
+    """Output rows per band: a band of about BAND_BYTES, at least one row, at most all OH."""
+    return max(1, min(OH, BAND_BYTES // row_bytes))
+
+
 def _row_bands(N, OH, C, KH, KW, Wp, dtype):
     """Every band of output rows, as (n, i0, r, buffer): rows i0 … i0 + r − 1 of image n, and one
     reused buffer (C, KH, rows·Wp + KW − 1) for the input rows a band reads, about BAND_BYTES."""
-    rows = max(1, min(OH, BAND_BYTES // (C * KH * Wp * np.dtype(dtype).itemsize)))
+    rows = _rows_per_band(C * KH * Wp * np.dtype(dtype).itemsize, OH)
     buffer = np.empty((C, KH, rows * Wp + KW - 1), dtype=dtype)
     for n in range(N):
         for i0 in range(0, OH, rows):
@@ -179,7 +190,7 @@ def _band_windows(flat, n, i0, r, C, KH, KW, Wp, OW):
 def _bands(N, OH, OW, CKK, dtype):
     """Every band of output rows, as (n, i0, r, buffer): rows i0 … i0 + r − 1 of image n, and one
     reused buffer of CKK·r·OW elements for the band's (g)cols, about BAND_BYTES."""
-    rows = max(1, min(OH, BAND_BYTES // (CKK * OW * np.dtype(dtype).itemsize)))
+    rows = _rows_per_band(CKK * OW * np.dtype(dtype).itemsize, OH)
     band = np.empty(CKK * rows * OW, dtype=dtype)
     for n in range(N):
         for i0 in range(0, OH, rows):
@@ -189,48 +200,63 @@ def _bands(N, OH, OW, CKK, dtype):
 
 def _conv_by_column_offsets(x, W, flat, PH, PW):
     """The banded forward with each band's input rows copied once per kernel row (KH copies of
-    every input value) and the KW kernel columns read from them in place, one GEMM each."""
+    every input value) and the KW kernel columns applied to them in place. W[:, :, :, q] @ (rows,
+    q further on) is (W[:, :, :, q] @ rows), q further on: so one GEMM of the KW kernel columns
+    stacked (KW·OC rows, inner size C·KH) serves them all, and the band's output is the sum of its
+    KW blocks, each shifted by its q."""
     N, C, H, Wd = x.shape
     OC, _, KH, KW = W.shape
     Wp = Wd + 2 * PW
     OH, OW = H + 2 * PH - KH + 1, Wp - KW + 1
-    W_columns = np.ascontiguousarray(W.transpose(3, 0, 1, 2)).reshape(KW, OC, C * KH)
+    W_stacked = np.ascontiguousarray(W.transpose(3, 0, 1, 2)).reshape(KW * OC, C * KH)
     y = np.empty((N, OC, OH, OW), dtype=x.dtype)
-    total = part = None
+    products = total = None
     for n, i0, r, buffer in _row_bands(N, OH, C, KH, KW, Wp, x.dtype):
         rows = _copy_band_rows(buffer, flat, n, i0, r, KW, Wp)
         width = r * Wp  # the band's outputs on the padded width: Wp − OW columns per row dropped
-        if total is None:
-            total, part = (np.empty((OC, rows.shape[1] - KW + 1), dtype=x.dtype) for _ in range(2))
-        acc, tmp = total[:, :width], part[:, :width]
-        np.matmul(W_columns[0], rows[:, :width], out=acc)
-        for q in range(1, KW):  # kernel column q reads the same rows q further on
-            np.matmul(W_columns[q], rows[:, q:q + width], out=tmp)
-            acc += tmp
+        if products is None:
+            products = np.empty((KW, OC, rows.shape[1]), dtype=x.dtype)
+            total = np.empty((OC, rows.shape[1] - KW + 1), dtype=x.dtype)
+        length = width + KW - 1
+        block = products[:, :, :length]
+        np.matmul(W_stacked, rows[:, :length], out=block.reshape(KW * OC, length))
+        acc = total[:, :width]
+        np.copyto(acc, block[0, :, :width])
+        for q in range(1, KW):  # kernel column q: its block, q columns further on
+            acc += block[q, :, q:q + width]
         y[n, :, i0:i0 + r] = acc.reshape(OC, r, Wp)[:, :, :OW]
     return y
 
 
 def _weight_grad_by_column_offsets(gy, flat, W_shape, x_shape, PH, PW):
     """gW[:, :, :, q] = Σ_bands gy_band @ (band rows, q further on)ᵀ, from the flattened padded input
-    that forward kept; gy is laid out on the padded width, zero in the dropped columns."""
+    that forward kept, with gy laid out on the padded width (zero in the dropped columns). As in the
+    forward, one GEMM serves the KW kernel columns: the shift moves to gy, whose copy for column q
+    starts q columns later, and the KW copies stacked (KW·OC rows) meet the band's rows once."""
     N, OC, OH, OW = gy.shape
     _, C, KH, KW = W_shape
     Wp = x_shape[3] + 2 * PW
-    gW_columns = np.zeros((KW, OC, C * KH), dtype=gy.dtype)
-    product = np.empty((OC, C * KH), dtype=gy.dtype)
-    gy_wide = None
+    gW_stacked = np.zeros((KW * OC, C * KH), dtype=gy.dtype)
+    product = np.empty_like(gW_stacked)
+    gy_shifted = None
     for n, i0, r, buffer in _row_bands(N, OH, C, KH, KW, Wp, gy.dtype):
         rows = _copy_band_rows(buffer, flat, n, i0, r, KW, Wp)
-        width = r * Wp
-        if gy_wide is None:  # its columns OW … Wp − 1 of every row stay zero
-            gy_wide = np.zeros((OC, rows.shape[1] - KW + 1), dtype=gy.dtype)
-        band = gy_wide[:, :width]
-        band.reshape(OC, r, Wp)[:, :, :OW] = gy[n, :, i0:i0 + r]
+        width, length = r * Wp, r * Wp + KW - 1
+        if gy_shifted is None:
+            gy_shifted = np.zeros((KW, OC, rows.shape[1]), dtype=gy.dtype)
         for q in range(KW):
-            np.matmul(band, rows[:, q:q + width].T, out=product)
-            gW_columns[q] += product
-    return np.ascontiguousarray(gW_columns.reshape(KW, OC, C, KH).transpose(1, 2, 3, 0))
+            # gy_band on the padded width, q columns on; zero before it, after it (a longer
+            # earlier band may have written there) and in every row's dropped columns
+            copy = gy_shifted[q]
+            copy[:, :q] = 0
+            copy[:, q + width:length] = 0
+            on_padded_width = copy[:, q:q + width].reshape(OC, r, Wp)
+            on_padded_width[:, :, :OW] = gy[n, :, i0:i0 + r]
+            on_padded_width[:, :, OW:] = 0
+        stacked = gy_shifted[:, :, :length].reshape(KW * OC, length)
+        np.matmul(stacked, rows[:, :length].T, out=product)
+        gW_stacked += product
+    return np.ascontiguousarray(gW_stacked.reshape(KW, OC, C, KH).transpose(1, 2, 3, 0))
 
 
 def _conv_by_band_copies(x, W, flat, PH, PW):
