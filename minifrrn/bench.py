@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import functional as F
-from .autograd import tensor
+from .autograd import is_grad_enabled, tensor
 from .backend import check_device, cupy_or_none
 
 __all__ = ["Row", "Context", "run_benchmarks", "format_rows", "conv_gemm_floor", "median_time",
@@ -145,14 +145,15 @@ def _measure_machine(ctx, tiny):
     ctx.bandwidth_gbs = 2 * src.nbytes / t / 1e9  # read + write
 
 
-def conv_gemm_floor(ctx, N, C, OC, H, W, k, stride=1):
-    """Median time of the three GEMMs of an im2col conv forward+backward on same-sized operands."""
-    gemms, flops = _conv_gemms(ctx, N, C, OC, H, W, k, stride)
+def conv_gemm_floor(ctx, N, C, OC, H, W, k, stride=1, input_grad=True):
+    """Median time of the GEMMs of an im2col conv forward+backward on same-sized operands: three,
+    or two when no gradient flows to the input (Wᵀ·gy is then never computed)."""
+    gemms, flops = _conv_gemms(ctx, N, C, OC, H, W, k, stride, input_grad)
     return _timer(ctx, gemms), flops
 
 
-def _conv_gemms(ctx, N, C, OC, H, W, k, stride=1):
-    """The three GEMMs of an im2col conv forward+backward, as a function to time, and their flops."""
+def _conv_gemms(ctx, N, C, OC, H, W, k, stride=1, input_grad=True):
+    """The GEMMs of an im2col conv forward+backward, as a function to time, and their flops."""
     xp = ctx.xp
     pad = (k - 1) // 2
     OH, OW = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
@@ -160,20 +161,21 @@ def _conv_gemms(ctx, N, C, OC, H, W, k, stride=1):
     Wm, cols, gy = _rand(ctx, (OC, ckk)), _rand(ctx, (N, ckk, hw), 1), _rand(ctx, (N, OC, hw), 2)
     # outputs allocated once: the floor is GEMM time alone, whatever the allocator does (a fresh
     # 200 MB result can cost as much again in first-touch page faults)
-    y, gW, gcols = xp.empty((N, OC, hw), np.float32), xp.empty((OC, ckk), np.float32), xp.empty(
-        (N, ckk, hw), np.float32)
+    y, gW = xp.empty((N, OC, hw), np.float32), xp.empty((OC, ckk), np.float32)
+    gcols = xp.empty((N, ckk, hw), np.float32) if input_grad else None
 
     def gemms():
         xp.matmul(Wm, cols, out=y)
         for n in range(N):
             xp.matmul(gy[n], cols[n].T, out=gW)
-        xp.matmul(Wm.T, gy, out=gcols)
+        if input_grad:
+            xp.matmul(Wm.T, gy, out=gcols)
 
-    return gemms, 3 * 2 * OC * ckk * hw * N
+    return gemms, conv_gemm_floor_flops((N, C, OC, OH, OW, k, input_grad))
 
 
-def _bench_conv(ctx, N, C, OC, H, W, k):
-    x = tensor(_rand(ctx, (N, C, H, W)), requires_grad=True)
+def _bench_conv(ctx, N, C, OC, H, W, k, input_grad=True):
+    x = tensor(_rand(ctx, (N, C, H, W)), requires_grad=input_grad)
     Wt = tensor(_rand(ctx, (OC, C, k, k), 1), requires_grad=True)
     gy = _rand(ctx, (N, OC, H, W), 2)
 
@@ -182,13 +184,13 @@ def _bench_conv(ctx, N, C, OC, H, W, k):
         Wt.zero_grad()
         F.conv2d(x, Wt, pad=(k - 1) // 2).backward(gy)
 
-    gemms, flops = _conv_gemms(ctx, N, C, OC, H, W, k)
+    gemms, flops = _conv_gemms(ctx, N, C, OC, H, W, k, input_grad=input_grad)
     conv_times, floor_times = timed_runs([step, gemms], ctx.device, ctx.repeats)  # interleaved
     t, floor = statistics.median(conv_times), statistics.median(floor_times)
     paired_ratios = [a / b for a, b in zip(conv_times, floor_times)]
-    ctx.rows.append(Row("conv2d fwd+bwd", f"{N}x{C}->{OC} {H}x{W} k{k}", t * 1e3, floor * 1e3,
-                        t / floor, flops / t / 1e9, _peak_mib(ctx, step),
-                        spread_pct=spread_pct(paired_ratios)))
+    shape = f"{N}x{C}->{OC} {H}x{W} k{k}" + ("" if input_grad else " no gx")
+    ctx.rows.append(Row("conv2d fwd+bwd", shape, t * 1e3, floor * 1e3, t / floor, flops / t / 1e9,
+                        _peak_mib(ctx, step), spread_pct=spread_pct(paired_ratios)))
 
 
 def _bench_memory_bound(ctx, name, shape, fn, traffic_bytes):
@@ -207,19 +209,22 @@ def _bench_memory_bound(ctx, name, shape, fn, traffic_bytes):
 
 
 def _conv_shapes_of(model, x):
-    """Record (N, C, OC, H, W, k) of every conv2d a forward runs."""
+    """Record (N, C, OC, H, W, k, input_grad) of every conv2d a training forward runs; input_grad
+    says whether backward computes its gx (not for the first layer, whose input is the image)."""
     from .functional import conv as conv_module
     shapes, original = [], conv_module.Conv2dFunction.forward
 
     def recording(self, xa, Wa, b=None):
-        shapes.append((xa.shape[0], xa.shape[1], Wa.shape[0], xa.shape[2], xa.shape[3], Wa.shape[2]))
+        # inside a checkpointed block the first forward records nothing; its re-run in backward
+        # computes every gx, so count one there
+        input_grad = bool(self.needs_input_grad[0]) or not is_grad_enabled()
+        shapes.append((xa.shape[0], xa.shape[1], Wa.shape[0], xa.shape[2], xa.shape[3], Wa.shape[2],
+                       input_grad))
         return original(self, xa, Wa, b)
 
     conv_module.Conv2dFunction.forward = recording
     try:
-        from .autograd import no_grad
-        with no_grad():
-            model(x)
+        model(x)  # recording a graph, as training does, so that needs_input_grad is the real one
     finally:
         conv_module.Conv2dFunction.forward = original
     return shapes
@@ -238,7 +243,7 @@ def _bench_model(ctx, name, builder, H, W, checkpoint=False, repeats=None):
     floors = {}
     for shape in _conv_shapes_of(model, x):
         if shape not in floors:
-            floors[shape] = [conv_gemm_floor(ctx, *shape)[0], 0]
+            floors[shape] = [conv_gemm_floor(ctx, *shape[:6], input_grad=shape[6])[0], 0]
         floors[shape][1] += 1
     floor = sum(t_ * count for t_, count in floors.values())
     flops = sum(conv_gemm_floor_flops(s) * c for s, (_, c) in floors.items())
@@ -249,8 +254,10 @@ def _bench_model(ctx, name, builder, H, W, checkpoint=False, repeats=None):
 
 
 def conv_gemm_floor_flops(shape):
-    N, C, OC, H, W, k = shape
-    return 3 * 2 * OC * C * k * k * H * W * N
+    """Flops of the floor GEMMs of (N, C, OC, OH, OW, k[, input_grad])."""
+    N, C, OC, H, W, k = shape[:6]
+    input_grad = shape[6] if len(shape) > 6 else True
+    return (3 if input_grad else 2) * 2 * OC * C * k * k * H * W * N
 
 
 def run_benchmarks(device="cpu", quick=False, tiny=False, repeats=None, checkpointing=True):
@@ -266,7 +273,8 @@ def run_benchmarks(device="cpu", quick=False, tiny=False, repeats=None, checkpoi
     if not quick and not tiny:
         convs.append((1, 48, 48, 256, 512, 3))
     for N, C, OC, H, W, k in convs:
-        _bench_conv(ctx, N, max(1, C // s), max(1, OC // s), H // s, W // s, k)
+        # the stem's input is the image: FRRN never computes its gx
+        _bench_conv(ctx, N, max(1, C // s), max(1, OC // s), H // s, W // s, k, input_grad=C != 3)
     act = (1, 48 // s if tiny else 48, 256 // s, 512 // s)
     gamma, beta = tensor(xp.ones(act[1], np.float32)), tensor(xp.full(act[1], 0.1, np.float32))
     for label, relu in (("batch_norm fwd+bwd", False), ("batch_norm+relu (fused) fwd+bwd", True)):
