@@ -36,10 +36,10 @@ padding are dropped.
 
 gW sums gy[n][:, band] @ cols_bandᵀ over the bands, from the padded input that forward keeps (the
 size of x, not of cols; on wide layers the shift moves to KW shifted copies of gy, stacked for one
-GEMM again); gx is the convolution of gy with the flipped, transposed
-kernel Wᵀ[:, :, ::-1, ::-1] padded by K − 1 − P, by the banded route too, with no col2im. For inputs
-of few channels (the RGB stem) that adjoint GEMM would have only C rows, so gx is Wᵀ·gy followed by
-col2im instead, also band by band.
+GEMM again); gx is the convolution of gy with the flipped, transposed kernel Wᵀ[:, :, ::-1, ::-1]
+padded by K − 1 − P, by the banded route too, with no col2im. For inputs of few channels (the RGB
+stem) that adjoint GEMM would have only C rows, so gx is Wᵀ·gy followed by col2im instead, also
+band by band.
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ __all__ = ["conv2d", "Conv2dFunction", "im2col", "col2im", "banded_conv2d", "con
 
 _FLOATS = (np.float32, np.float64)
 
-BAND_BYTES = 1 << 23  # output rows per band: about 8 MiB of cols (of 1-32 MiB, the fastest measured)
+BAND_BYTES = 1 << 23  # rows per band: about 8 MiB of cols or input rows (of 1-32 MiB, the fastest)
 # gx by the adjoint convolution needs a GEMM with one row per input channel: with fewer than this
 # (the 3-channel stem) it runs far below BLAS speed, and Wᵀ·gy followed by col2im, band by band,
 # is faster
@@ -154,14 +154,20 @@ def _rows_per_band(row_bytes, OH):
     return max(1, min(OH, BAND_BYTES // row_bytes))
 
 
+def _band_starts(N, OH, rows):
+    """(n, i0, r) for every band of ``rows`` output rows of every image; the last may be shorter."""
+    for n in range(N):
+        for i0 in range(0, OH, rows):
+            yield n, i0, min(rows, OH - i0)
+
+
 def _row_bands(N, OH, C, KH, KW, Wp, dtype):
     """Every band of output rows, as (n, i0, r, buffer): rows i0 … i0 + r − 1 of image n, and one
     reused buffer (C, KH, rows·Wp + KW − 1) for the input rows a band reads, about BAND_BYTES."""
     rows = _rows_per_band(C * KH * Wp * np.dtype(dtype).itemsize, OH)
     buffer = np.empty((C, KH, rows * Wp + KW - 1), dtype=dtype)
-    for n in range(N):
-        for i0 in range(0, OH, rows):
-            yield n, i0, min(rows, OH - i0), buffer
+    for n, i0, r in _band_starts(N, OH, rows):
+        yield n, i0, r, buffer
 
 
 def _copy_band_rows(buffer, flat, n, i0, r, KW, Wp):
@@ -192,10 +198,8 @@ def _bands(N, OH, OW, CKK, dtype):
     reused buffer of CKK·r·OW elements for the band's (g)cols, about BAND_BYTES."""
     rows = _rows_per_band(CKK * OW * np.dtype(dtype).itemsize, OH)
     band = np.empty(CKK * rows * OW, dtype=dtype)
-    for n in range(N):
-        for i0 in range(0, OH, rows):
-            r = min(rows, OH - i0)
-            yield n, i0, r, band[:CKK * r * OW]
+    for n, i0, r in _band_starts(N, OH, rows):
+        yield n, i0, r, band[:CKK * r * OW]
 
 
 def _conv_by_column_offsets(x, W, flat, PH, PW):
@@ -294,9 +298,9 @@ def _weight_grad_by_band_copies(gy, flat, W_shape, x_shape, PH, PW):
 
 def _by_column_offsets(channels, KH, pixels):
     """Whether a banded convolution reads its kernel columns in place (KH copies of every input
-    value, KW GEMMs of inner size C·KH) rather than copying whole cols (KH·KW copies, one GEMM of
-    inner size C·KH·KW): when that inner size and the image are large enough for the thinner GEMMs
-    to keep BLAS's pace (measured with ``minifrrn bench``)."""
+    value, one GEMM of KW·OC rows and inner size C·KH) rather than copying whole cols (KH·KW copies,
+    one GEMM of OC rows and inner size C·KH·KW): when that inner size and the image are large
+    enough for the thinner GEMM to keep BLAS's pace (measured with ``minifrrn bench``)."""
     return channels * KH >= OFFSETS_MIN_INNER and pixels >= OFFSETS_MIN_PIXELS
 
 
