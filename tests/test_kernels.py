@@ -10,7 +10,7 @@ import minifrrn as mf
 import minifrrn.functional as F
 from minifrrn.functional.conv import col2im as np_col2im
 from minifrrn.functional.conv import im2col as np_im2col
-from minifrrn.kernels import EmulatorExecutor, executor_for, ops
+from minifrrn.kernels import EmulatorExecutor, executor_for, launch_config_2d, ops
 from minifrrn.kernels.executor import HERE, KERNEL_FILES
 
 CU_FILES = sorted(set(KERNEL_FILES.values()))
@@ -131,6 +131,8 @@ OPS_FOR_GRADCHECK = [
      [rnd(1, 2, 5, 4, seed=18), rnd(3, 2, 3, 3, seed=19), rnd(3, seed=20)]),
     ("bn", lambda x, g, b: F.batch_norm(x, g, b, np.zeros(2), np.ones(2), True),
      [rnd(2, 2, 3, 3, seed=21), rnd(2, seed=22), rnd(2, seed=23)]),
+    ("bn_relu", lambda x, g, b: F.batch_norm(x, g, b, np.zeros(2), np.ones(2), True, relu=True),
+     [rnd(2, 2, 3, 3, seed=21), rnd(2, seed=22), rnd(2, seed=23)]),
     ("pool", lambda x: F.max_pool2d(x, 2), [distinct((1, 2, 4, 6), seed=24)]),
     ("nearest", lambda x: F.upsample_nearest2d(x, 2), [rnd(1, 2, 3, 2, seed=25)]),
     ("bilinear", F.upsample_bilinear2x, [rnd(1, 2, 3, 2, seed=26)]),
@@ -146,21 +148,33 @@ def test_gpu_path_gradcheck_through_the_emulator(name, fn, inputs):
 
 
 def test_grid_stride_loops_cover_launches_smaller_than_the_work():
-    # 3 blocks of 32 threads for ~2,000 elements: each thread loops over several elements
+    # grids smaller than the work in both directions: each thread loops over several pixels, each
+    # block row over several rows (im2col), planes (col2im) or channels (channel_sums)
     ex = EmulatorExecutor()
-    x = rnd(2, 3, 7, 5, seed=29)
+    x = rnd(2, 3, 9, 11, seed=29)
     N, C, H, W = x.shape
     KH = KW = 3
-    OH, OW = 7, 5
+    OH, OW = 9, 11                                       # 99 pixels, 54 rows of cols
     cols = np.empty((N, C * 9, OH * OW))
-    i64 = np.int64
-    args = (x, cols, i64(N), i64(C), i64(H), i64(W), i64(KH), i64(KW), i64(1), i64(1), i64(1),
-            i64(1), i64(OH), i64(OW))
-    ex.launch("im2col", np.float64, (3,), (32,), args)
+    sizes = tuple(np.int32(v) for v in (N, C, H, W, KH, KW, 1, 1, 1, 1, OH, OW))
+    ex.launch("im2col", np.float64, (2, 3), (32,), (x, cols) + sizes)   # 64 threads, 3 block rows
     np.testing.assert_array_equal(cols, np_im2col(x, 3, 3, 1, 1, 1, 1))
     gx = np.empty_like(x)
-    ex.launch("col2im", np.float64, (2,), (33,), (cols, gx) + args[2:])
+    ex.launch("col2im", np.float64, (2, 4), (33,), (cols, gx) + sizes)  # 66 threads, 6 planes
     np.testing.assert_allclose(gx, np_col2im(cols, x.shape, 3, 3, 1, 1, 1, 1), rtol=1e-12)
+    shift = rnd(C, seed=30)
+    partial = np.empty((C, 8))
+    i64 = np.int64
+    ex.launch("channel_sums", np.float64, (1, 2), (8,),               # 8 threads, 2 block rows
+              (x, shift, partial, i64(N), i64(C), i64(H * W), i64(2)))
+    np.testing.assert_allclose(partial.sum(axis=1),
+                               ((x - shift.reshape(1, C, 1, 1)) ** 2).sum(axis=(0, 2, 3)),
+                               rtol=1e-12)
+
+
+def test_launch_config_2d_refuses_sizes_beyond_32_bits():
+    with pytest.raises(ValueError, match="32 bits"):
+        launch_config_2d(2 ** 31, 1)
 
 
 def test_col2im_is_deterministic():

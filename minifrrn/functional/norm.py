@@ -50,27 +50,18 @@ class BatchNormFunction(Function):
         self.ex = executor_for(x, gamma)
         if self.ex is None and xp is np:
             y, mean, var = self._forward_numpy(x, gamma, beta)
-        else:
-            if self.training:
-                mean = x.mean(axis=(0, 2, 3))
-                centered = x - _per_channel(mean)
-                var = (centered * centered).mean(axis=(0, 2, 3))
+        else:  # the GPU path (kernels): keep x, backward recomputes x̂ in its kernels
+            if self.training:  # two passes, the second centred: σ² without cancellation
+                mean = gpu.channel_sums(xp, self.ex, x) / x.dtype.type(M)
+                var = gpu.channel_sums(xp, self.ex, x, shift=mean, power=2) / x.dtype.type(M)
             else:
                 mean = self.running_mean.astype(x.dtype)
                 var = self.running_var.astype(x.dtype)
-                centered = x - _per_channel(mean)
             invstd = (1.0 / xp.sqrt(var + x.dtype.type(self.eps))).astype(x.dtype)
-            if self.ex is not None:  # the GPU path: keep x (backward recomputes x̂ in its kernel)
-                del centered
-                self.x, self.mean, self.invstd, self.gamma = x, mean, invstd, gamma
-                y = gpu.batch_norm_forward(xp, self.ex, x, mean, invstd, gamma, beta, self.relu)
-            else:
-                self.xhat, self.invstd, self.gamma = centered * _per_channel(invstd), invstd, gamma
-                y = self.xhat * _per_channel(gamma) + _per_channel(beta)
-                if self.relu:
-                    y = xp.maximum(y, x.dtype.type(0), out=y)
-            if self.relu:  # keep the output: its positive entries are where the ReLU passes gy
-                self.y = y
+            self.x, self.mean, self.invstd, self.gamma = x, mean, invstd, gamma
+            y = gpu.batch_norm_forward(xp, self.ex, x, mean, invstd, gamma, beta, self.relu)
+            # with the ReLU keep the output: its positive entries are where the ReLU passes gy
+            self.y = y if self.relu else None
         if self.training and self.running_mean is not None:
             m = self.momentum
             self.running_mean *= 1 - m
@@ -117,20 +108,8 @@ class BatchNormFunction(Function):
         xp = get_array_module(gy)
         if self.ex is None and xp is np:
             return self._backward_numpy(gy)
-        if self.relu:
-            gy = gy * (self.y > 0)
-        if self.ex is not None:
-            return gpu.batch_norm_backward(xp, self.ex, self.x, gy, self.mean, self.invstd,
-                                           self.gamma, self.training)
-        gbeta = gy.sum(axis=(0, 2, 3))
-        ggamma = (gy * self.xhat).sum(axis=(0, 2, 3))
-        scale = _per_channel(self.gamma * self.invstd)
-        if self.training:
-            M = self.M
-            gx = (scale / M) * (M * gy - _per_channel(gbeta) - self.xhat * _per_channel(ggamma))
-        else:
-            gx = gy * scale
-        return gx.astype(gy.dtype, copy=False), ggamma, gbeta
+        return gpu.batch_norm_backward(xp, self.ex, self.x, gy, self.mean, self.invstd, self.gamma,
+                                       self.training, y=self.y)
 
     def _backward_numpy(self, gy):
         """The closed-form gradients per cache-sized block of channels, on several threads, from x

@@ -7,7 +7,7 @@ picks one for a set of arrays (``None`` means: take the NumPy path).
 """
 from . import ops
 from .executor import (KERNEL_FILES, CupyExecutor, EmulatorExecutor, KernelBuildError,
-                       executor_for, kernel_source, launch_config)
+                       executor_for, kernel_source, launch_config, launch_config_2d)
 
 __all__ = ["ops", "executor_for", "CupyExecutor", "EmulatorExecutor", "KernelBuildError",
-           "kernel_source", "launch_config", "KERNEL_FILES"]
+           "kernel_source", "launch_config", "launch_config_2d", "KERNEL_FILES"]

@@ -1,10 +1,14 @@
-// Batch normalisation over (N, H, W) with per-channel statistics computed beforehand (by the
-// array module's reductions): one thread per element.
+// Batch normalisation over (N, H, W), one thread per element, with per-channel statistics summed
+// beforehand (channel_sums in reduce.cu for the forward, bn_backward_sums below for the backward).
 //
 // forward:  y = (x - mean[c]) * invstd[c] * gamma[c] + beta[c]              (relu = 1: max(y, 0))
-// backward: xhat = (x - mean[c]) * invstd[c]
-//   training: gx = gamma[c] * invstd[c] / M * (M * gy - sum_gy[c] - xhat * sum_gy_xhat[c])
-//   eval:     gx = gy * gamma[c] * invstd[c]
+// backward: g = gy, or with the fused ReLU g = gy where y > 0 and 0 elsewhere
+//   bn_backward_sums: partial sums, per channel, of g and of g * (x - mean[c])
+//                     (layout and launch as channel_sums: blockIdx.y is the channel)
+//   bn_backward, xhat = (x - mean[c]) * invstd[c]:
+//     training: gx = gamma[c] * invstd[c] / M * (M * g - sum_g[c] - xhat * sum_g_xhat[c])
+//     eval:     gx = g * gamma[c] * invstd[c]
+// The ReLU mask is read from the forward's y inside both kernels: no masked copy of gy is made.
 
 template <typename T>
 __device__ void bn_forward_impl(const T* __restrict__ x, const T* __restrict__ mean,
@@ -21,22 +25,47 @@ __device__ void bn_forward_impl(const T* __restrict__ x, const T* __restrict__ m
 }
 
 template <typename T>
+__device__ void bn_backward_sums_impl(const T* __restrict__ x, const T* __restrict__ gy,
+                                      const T* __restrict__ y, const T* __restrict__ mean,
+                                      T* __restrict__ partial_g, T* __restrict__ partial_g_centred,
+                                      long long N, long long C, long long HW, long long relu) {
+    const long long threads = (long long)blockDim.x * gridDim.x;
+    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    for (long long c = blockIdx.y; c < C; c += gridDim.y) {
+        const T m = mean[c];
+        T sum_g = 0, sum_g_centred = 0;
+        for (long long n = 0; n < N; ++n) {
+            const long long base = (n * C + c) * HW;
+            for (long long j = t; j < HW; j += threads) {
+                const T g = (relu && !(y[base + j] > (T)0)) ? (T)0 : gy[base + j];
+                sum_g += g;
+                sum_g_centred += g * (x[base + j] - m);
+            }
+        }
+        partial_g[c * threads + t] = sum_g;
+        partial_g_centred[c * threads + t] = sum_g_centred;
+    }
+}
+
+template <typename T>
 __device__ void bn_backward_impl(const T* __restrict__ x, const T* __restrict__ gy,
-                                 const T* __restrict__ mean, const T* __restrict__ invstd,
-                                 const T* __restrict__ gamma, const T* __restrict__ sum_gy,
-                                 const T* __restrict__ sum_gy_xhat, T* __restrict__ gx, long long N,
-                                 long long C, long long HW, long long training) {
+                                 const T* __restrict__ y, const T* __restrict__ mean,
+                                 const T* __restrict__ invstd, const T* __restrict__ gamma,
+                                 const T* __restrict__ sum_g, const T* __restrict__ sum_g_xhat,
+                                 T* __restrict__ gx, long long N, long long C, long long HW,
+                                 long long training, long long relu) {
     const long long total = N * C * HW;
     const T M = (T)(N * HW);
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (long long)blockDim.x * gridDim.x) {
         long long c = (i / HW) % C;
         T scale = gamma[c] * invstd[c];
+        const T g = (relu && !(y[i] > (T)0)) ? (T)0 : gy[i];
         if (training) {
             T xhat = (x[i] - mean[c]) * invstd[c];
-            gx[i] = scale / M * (M * gy[i] - sum_gy[c] - xhat * sum_gy_xhat[c]);
+            gx[i] = scale / M * (M * g - sum_g[c] - xhat * sum_g_xhat[c]);
         } else {
-            gx[i] = gy[i] * scale;
+            gx[i] = g * scale;
         }
     }
 }
@@ -47,9 +76,15 @@ extern "C" __global__ void bn_forward_f32(const float* x, const float* mean, con
 extern "C" __global__ void bn_forward_f64(const double* x, const double* mean, const double* invstd, const double* gamma, const double* beta, double* y, long long N, long long C, long long HW, long long relu) {
     bn_forward_impl<double>(x, mean, invstd, gamma, beta, y, N, C, HW, relu);
 }
-extern "C" __global__ void bn_backward_f32(const float* x, const float* gy, const float* mean, const float* invstd, const float* gamma, const float* sum_gy, const float* sum_gy_xhat, float* gx, long long N, long long C, long long HW, long long training) {
-    bn_backward_impl<float>(x, gy, mean, invstd, gamma, sum_gy, sum_gy_xhat, gx, N, C, HW, training);
+extern "C" __global__ void bn_backward_sums_f32(const float* x, const float* gy, const float* y, const float* mean, float* partial_g, float* partial_g_centred, long long N, long long C, long long HW, long long relu) {
+    bn_backward_sums_impl<float>(x, gy, y, mean, partial_g, partial_g_centred, N, C, HW, relu);
 }
-extern "C" __global__ void bn_backward_f64(const double* x, const double* gy, const double* mean, const double* invstd, const double* gamma, const double* sum_gy, const double* sum_gy_xhat, double* gx, long long N, long long C, long long HW, long long training) {
-    bn_backward_impl<double>(x, gy, mean, invstd, gamma, sum_gy, sum_gy_xhat, gx, N, C, HW, training);
+extern "C" __global__ void bn_backward_sums_f64(const double* x, const double* gy, const double* y, const double* mean, double* partial_g, double* partial_g_centred, long long N, long long C, long long HW, long long relu) {
+    bn_backward_sums_impl<double>(x, gy, y, mean, partial_g, partial_g_centred, N, C, HW, relu);
+}
+extern "C" __global__ void bn_backward_f32(const float* x, const float* gy, const float* y, const float* mean, const float* invstd, const float* gamma, const float* sum_g, const float* sum_g_xhat, float* gx, long long N, long long C, long long HW, long long training, long long relu) {
+    bn_backward_impl<float>(x, gy, y, mean, invstd, gamma, sum_g, sum_g_xhat, gx, N, C, HW, training, relu);
+}
+extern "C" __global__ void bn_backward_f64(const double* x, const double* gy, const double* y, const double* mean, const double* invstd, const double* gamma, const double* sum_g, const double* sum_g_xhat, double* gx, long long N, long long C, long long HW, long long training, long long relu) {
+    bn_backward_impl<double>(x, gy, y, mean, invstd, gamma, sum_g, sum_g_xhat, gx, N, C, HW, training, relu);
 }

@@ -29,11 +29,12 @@ import numpy as np
 from ..backend import cupy_or_none, emulation_enabled, is_gpu_array
 
 __all__ = ["CupyExecutor", "EmulatorExecutor", "executor_for", "kernel_source", "KERNEL_FILES",
-           "launch_config", "KernelBuildError"]
+           "launch_config", "launch_config_2d", "KernelBuildError"]
 
 HERE = Path(__file__).parent
 KERNEL_FILES = {"im2col": "im2col.cu", "col2im": "im2col.cu", "bn_forward": "batchnorm.cu",
-                "bn_backward": "batchnorm.cu", "maxpool_forward": "pooling.cu",
+                "bn_backward": "batchnorm.cu", "bn_backward_sums": "batchnorm.cu",
+                "channel_sums": "reduce.cu", "maxpool_forward": "pooling.cu",
                 "maxpool_backward": "pooling.cu", "nearest_forward": "upsample.cu",
                 "nearest_backward": "upsample.cu", "bilinear2x_forward": "upsample.cu",
                 "bilinear2x_backward": "upsample.cu", "softmax_nll_forward": "softmax_loss.cu",
@@ -54,6 +55,16 @@ def launch_config(total, threads=THREADS_PER_BLOCK, max_blocks=65_535):
     """(grid, block) for ``total`` elements: one thread each, the grid-stride loop covering the rest."""
     blocks = max(1, min(-(-int(total) // threads), max_blocks))
     return (blocks,), (threads,)
+
+
+def launch_config_2d(pixels, rows, threads=THREADS_PER_BLOCK, max_blocks=65_535):
+    """(grid, block) for kernels that walk ``rows`` with blockIdx.y and the ``pixels`` of a row with
+    blockIdx.x·blockDim.x + threadIdx.x (grid-stride loops in both directions)."""
+    if int(pixels) >= 2 ** 31 or int(rows) >= 2 ** 31:
+        raise ValueError(f"{pixels} pixels x {rows} rows: the kernels count pixels and rows in "
+                         "32 bits; split the batch or the image")
+    x_blocks = max(1, min(-(-int(pixels) // threads), max_blocks))
+    return (x_blocks, max(1, min(int(rows), max_blocks))), (threads,)
 
 
 def _full_name(name, dtype):
