@@ -5,9 +5,10 @@ To reproduce the paper on real Cityscapes with a GPU:
     minifrrn train --data /path/to/cityscapes --model frrn_b --device gpu --downsample 2 \\
                    --batch-size 3 --steps 60000 --schedule step --lr 1e-3 --val-every 500
 
-FRRN B at 512×1024 with batch 3 needs about 7 GiB of convolution activations (plus workspace); if
-that does not fit, lower --batch-size, train at --downsample 4, or add --checkpointing (recomputes
-every FRRU in backward: less memory, about one more forward pass of time).
+Measured on an H200: a FRRN B training step at 512×1024 with batch 3 takes 0.59 s and 32.5 GiB of GPU
+memory (FRRN A at 256×512, batch 1: 64 ms, 2.7 GiB). If that does not fit, add --checkpointing
+(recomputes every FRRU in backward: 27.3 GiB, 0.90 s), lower --batch-size, or train at
+--downsample 4.
 """
 import sys
 

@@ -359,9 +359,8 @@ class Conv2dFunction(Function):
         self.x_shape, self.KH, self.KW = x.shape, KH, KW
         self.ex = executor_for(x, W)
         if self.ex is not None:  # the GPU path: im2col kernel + one batched GEMM
-            y, cols = gpu.conv2d_forward(xp, self.ex, x, W, b, self.SH, self.SW, self.PH, self.PW,
-                                         keep_cols=self.needs_input_grad[1])
-            self.cols = cols
+            y = gpu.conv2d_forward(xp, self.ex, x, W, b, self.SH, self.SW, self.PH, self.PW)
+            self.x = x if self.needs_input_grad[1] else None  # backward makes cols again from x
             self.W = W if self.needs_input_grad[0] else None
             self.W_shape, self.route = W.shape, "gpu"
             return y
@@ -394,7 +393,7 @@ class Conv2dFunction(Function):
         if self.ex is not None:
             W = self.W if self.W is not None else xp.empty(self.W_shape, gy.dtype)
             gx, gW, gb = gpu.conv2d_backward(
-                xp, self.ex, gy, self.cols, W, self.x_shape, self.SH, self.SW, self.PH, self.PW,
+                xp, self.ex, gy, self.x, W, self.x_shape, self.SH, self.SW, self.PH, self.PW,
                 self.needs_input_grad[0], self.needs_input_grad[1],
                 has_bias and self.needs_input_grad[2])
             return (gx, gW, gb) if has_bias else (gx, gW)

@@ -57,7 +57,7 @@ class BatchNormFunction(Function):
             else:
                 mean = self.running_mean.astype(x.dtype)
                 var = self.running_var.astype(x.dtype)
-            invstd = (1.0 / xp.sqrt(var + x.dtype.type(self.eps))).astype(x.dtype)
+            invstd = (1.0 / xp.sqrt(var + x.dtype.type(self.eps))).astype(x.dtype, copy=False)
             self.x, self.mean, self.invstd, self.gamma = x, mean, invstd, gamma
             y = gpu.batch_norm_forward(xp, self.ex, x, mean, invstd, gamma, beta, self.relu)
             # with the ReLU keep the output: its positive entries are where the ReLU passes gy
