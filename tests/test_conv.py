@@ -180,8 +180,13 @@ def test_route_choice_and_what_backward_keeps():
     wide = conv_module.Conv2dFunction((1, 1), (1, 1))
     wide(mf.tensor(x), mf.tensor(np.ones((8, 32, 3, 3), np.float32), requires_grad=True))
     assert wide.route == "banded"
-    # the flattened padded input, not the nine-times larger cols
-    assert wide.flat.size == 32 * 10 * 12
+    # below OFFSETS_MIN_PIXELS: the flattened padded input, not the nine-times larger cols
+    assert wide.kept.size == 32 * 10 * 12
+    # a larger image reads kernel columns in place: its bands come from x itself, nothing is copied
+    big = np.random.default_rng(15).standard_normal((1, 32, 48, 64)).astype(np.float32)
+    in_place = conv_module.Conv2dFunction((1, 1), (1, 1))
+    in_place(mf.tensor(big), mf.tensor(np.ones((8, 32, 3, 3), np.float32), requires_grad=True))
+    assert in_place.route == "banded" and in_place.kept is big
     narrow = conv_module.Conv2dFunction((1, 1), (1, 1))
     narrow(mf.tensor(x[:, :3]), mf.tensor(np.ones((8, 3, 3, 3), np.float32), requires_grad=True))
     strided = conv_module.Conv2dFunction((2, 2), (1, 1))

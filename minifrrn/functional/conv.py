@@ -34,9 +34,9 @@ GEMM of the KW kernel columns stacked (KW·OC rows, inner size C·KH) gives KW b
 shifted by its q, is the band's output on the padded width; the Wp − OW columns that straddle the
 padding are dropped.
 
-gW sums gy[n][:, band] @ cols_bandᵀ over the bands, from the padded input that forward keeps (the
-size of x, not of cols; on wide layers the shift moves to KW shifted copies of gy, stacked for one
-GEMM again); gx is the convolution of gy with the flipped, transposed kernel Wᵀ[:, :, ::-1, ::-1]
+gW sums gy[n][:, band] @ cols_bandᵀ over the bands, from what forward keeps (the size of x, not of
+cols: on wide layers x itself, whose band rows are copied with their padding written as zeros, and
+the shift moves to KW shifted copies of gy, stacked for one GEMM again; elsewhere x padded); gx is the convolution of gy with the flipped, transposed kernel Wᵀ[:, :, ::-1, ::-1]
 padded by K − 1 − P, by the banded route too, with no col2im. For inputs of few channels (the RGB
 stem) that adjoint GEMM would have only C rows, so gx is Wᵀ·gy followed by col2im instead, also
 band by band.
@@ -163,23 +163,35 @@ def _band_starts(N, OH, rows):
 
 def _row_bands(N, OH, C, KH, KW, Wp, dtype):
     """Every band of output rows, as (n, i0, r, buffer): rows i0 … i0 + r − 1 of image n, and one
-    reused buffer (C, KH, rows·Wp + KW − 1) for the input rows a band reads, about BAND_BYTES."""
+    reused buffer (C, KH, rows·Wp + KW − 1) for the input rows a band reads, about BAND_BYTES,
+    laid out as ``_copy_band_rows`` fills it."""
     rows = _rows_per_band(C * KH * Wp * np.dtype(dtype).itemsize, OH)
-    buffer = np.empty((C, KH, rows * Wp + KW - 1), dtype=dtype)
+    # zeros: the padding columns of every row are written here once (``_copy_band_rows`` writes
+    # only the pixels; zeroing them per band, one element per row, cost as much as the copy saves)
+    buffer = np.zeros((C, KH, rows * Wp + KW - 1), dtype=dtype)
     for n, i0, r in _band_starts(N, OH, rows):
         yield n, i0, r, buffer
 
 
-def _copy_band_rows(buffer, flat, n, i0, r, KW, Wp):
+def _copy_band_rows(buffer, x, n, i0, r, KW, PH, PW):
     """Fill ``buffer`` with what output rows i0 … i0 + r − 1 of image n read, and return it as the
-    matrix (C·KH, rows·Wp + KW − 1): its row (c, p) is the flattened padded rows i0 + p …
-    i0 + p + r − 1 of channel c, then KW − 1 zeros, read only by the dropped columns. Its columns
-    q … q + r·Wp − 1 are then the cols rows of kernel column q, in place (module docstring)."""
+    matrix (C·KH, rows·Wp + KW − 1): its row (c, p) is the padded rows i0 + p … i0 + p + r − 1 of
+    channel c flattened (each row PW zeros, W pixels, PW zeros; rows in the padding all zeros), then
+    KW − 1 zeros, read only by the dropped columns. Its columns q … q + r·Wp − 1 are then the cols
+    rows of kernel column q, in place (module docstring). The pixels come straight from x: a padded
+    copy of x would cost one more pass over it. The padding columns are zero from ``_row_bands``
+    and never written; rows in the padding and the tail are zeroed here."""
     C, KH, length = buffer.shape
-    step = flat.strides[2]
-    rows = np.lib.stride_tricks.as_strided(flat[n, :, i0 * Wp:], shape=(C, KH, r * Wp),
-                                           strides=(flat.strides[1], Wp * step, step))
-    np.copyto(buffer[:, :, :r * Wp], rows)
+    H, W = x.shape[2:]
+    Wp = W + 2 * PW
+    padded = buffer[:, :, :r * Wp].reshape(C, KH, r, Wp)  # a view: only the last axis is split
+    for p in range(KH):
+        top = i0 + p - PH  # the row of x that band row 0 reads at kernel row p
+        inside = slice(min(r, max(0, -top)), max(0, min(r, H - top)))  # band rows within x
+        padded[:, p, :inside.start, PW:PW + W] = 0
+        padded[:, p, max(inside.start, inside.stop):, PW:PW + W] = 0
+        if inside.stop > inside.start:
+            padded[:, p, inside, PW:PW + W] = x[n, :, top + inside.start:top + inside.stop]
     buffer[:, :, r * Wp:r * Wp + KW - 1] = 0
     return buffer.reshape(C * KH, length)
 
@@ -202,7 +214,7 @@ def _bands(N, OH, OW, CKK, dtype):
         yield n, i0, r, band[:CKK * r * OW]
 
 
-def _conv_by_column_offsets(x, W, flat, PH, PW):
+def _conv_by_column_offsets(x, W, PH, PW):
     """The banded forward with each band's input rows copied once per kernel row (KH copies of
     every input value) and the KW kernel columns applied to them in place. W[:, :, :, q] @ (rows,
     q further on) is (W[:, :, :, q] @ rows), q further on: so one GEMM of the KW kernel columns
@@ -216,7 +228,7 @@ def _conv_by_column_offsets(x, W, flat, PH, PW):
     y = np.empty((N, OC, OH, OW), dtype=x.dtype)
     products = total = None
     for n, i0, r, buffer in _row_bands(N, OH, C, KH, KW, Wp, x.dtype):
-        rows = _copy_band_rows(buffer, flat, n, i0, r, KW, Wp)
+        rows = _copy_band_rows(buffer, x, n, i0, r, KW, PH, PW)
         width = r * Wp  # the band's outputs on the padded width: Wp − OW columns per row dropped
         if products is None:
             products = np.empty((KW, OC, rows.shape[1]), dtype=x.dtype)
@@ -232,19 +244,19 @@ def _conv_by_column_offsets(x, W, flat, PH, PW):
     return y
 
 
-def _weight_grad_by_column_offsets(gy, flat, W_shape, x_shape, PH, PW):
-    """gW[:, :, :, q] = Σ_bands gy_band @ (band rows, q further on)ᵀ, from the flattened padded input
-    that forward kept, with gy laid out on the padded width (zero in the dropped columns). As in the
+def _weight_grad_by_column_offsets(gy, x, W_shape, PH, PW):
+    """gW[:, :, :, q] = Σ_bands gy_band @ (band rows, q further on)ᵀ, the band rows copied from x
+    as in the forward, with gy laid out on the padded width (zero in the dropped columns). As in the
     forward, one GEMM serves the KW kernel columns: the shift moves to gy, whose copy for column q
     starts q columns later, and the KW copies stacked (KW·OC rows) meet the band's rows once."""
     N, OC, OH, OW = gy.shape
     _, C, KH, KW = W_shape
-    Wp = x_shape[3] + 2 * PW
+    Wp = x.shape[3] + 2 * PW
     gW_stacked = np.zeros((KW * OC, C * KH), dtype=gy.dtype)
     product = np.empty_like(gW_stacked)
     gy_shifted = None
     for n, i0, r, buffer in _row_bands(N, OH, C, KH, KW, Wp, gy.dtype):
-        rows = _copy_band_rows(buffer, flat, n, i0, r, KW, Wp)
+        rows = _copy_band_rows(buffer, x, n, i0, r, KW, PH, PW)
         width, length = r * Wp, r * Wp + KW - 1
         if gy_shifted is None:
             gy_shifted = np.zeros((KW, OC, rows.shape[1]), dtype=gy.dtype)
@@ -264,7 +276,8 @@ def _weight_grad_by_column_offsets(gy, flat, W_shape, x_shape, PH, PW):
 
 
 def _conv_by_band_copies(x, W, flat, PH, PW):
-    """The banded forward with each band's cols copied whole (KH·KW copies of every input value)."""
+    """The banded forward with each band's cols copied whole (KH·KW copies of every input value)
+    from ``flat``, x padded and flattened (``_flat_padded``)."""
     N, C, H, Wd = x.shape
     OC, _, KH, KW = W.shape
     Wp = Wd + 2 * PW
@@ -306,22 +319,24 @@ def _by_column_offsets(channels, KH, pixels):
 
 def banded_conv2d(x, W, PH, PW):
     """Stride-1 convolution of NumPy x (N, C, H, W) with W (OC, C, KH, KW) one band of output rows
-    at a time (module docstring). Returns (y, flat): y (N, OC, OH, OW) and the flattened padded
-    input, which gW reuses."""
+    at a time (module docstring). Returns (y, kept): y (N, OC, OH, OW) and what gW reads its bands
+    from: x itself where the kernel columns are read in place (its band rows are copied straight
+    from x), else x padded and flattened."""
     N, C, H, Wd = x.shape
     _, _, KH, KW = W.shape
-    flat = _flat_padded(x, PH, PW)
     pixels = (H + 2 * PH - KH + 1) * (Wd + 2 * PW - KW + 1)
-    conv = _conv_by_column_offsets if _by_column_offsets(C, KH, pixels) else _conv_by_band_copies
-    return conv(x, W, flat, PH, PW), flat
+    if _by_column_offsets(C, KH, pixels):
+        return _conv_by_column_offsets(x, W, PH, PW), x
+    flat = _flat_padded(x, PH, PW)
+    return _conv_by_band_copies(x, W, flat, PH, PW), flat
 
 
-def _weight_grad_in_bands(gy, flat, W_shape, x_shape, PH, PW):
-    """gW from the flattened padded input that forward kept, band by band, by the same variant."""
+def _weight_grad_in_bands(gy, kept, W_shape, x_shape, PH, PW):
+    """gW band by band, by the forward's variant, from what ``banded_conv2d`` returned to keep."""
     _, C, KH, _ = W_shape
-    by_offsets = _by_column_offsets(C, KH, gy.shape[2] * gy.shape[3])
-    grad = _weight_grad_by_column_offsets if by_offsets else _weight_grad_by_band_copies
-    return grad(gy, flat, W_shape, x_shape, PH, PW)
+    if _by_column_offsets(C, KH, gy.shape[2] * gy.shape[3]):
+        return _weight_grad_by_column_offsets(gy, kept, W_shape, PH, PW)
+    return _weight_grad_by_band_copies(gy, kept, W_shape, x_shape, PH, PW)
 
 
 def _input_grad_in_bands(gy, Wm, x_shape, KH, KW, PH, PW):
@@ -368,10 +383,10 @@ class Conv2dFunction(Function):
         self.route = ("banded" if _use_banded(xp, KH, KW, self.SH, self.SW, self.PH, self.PW)
                       else "im2col")
         if self.route == "banded":
-            y, flat = banded_conv2d(x, W, self.PH, self.PW)
+            y, kept = banded_conv2d(x, W, self.PH, self.PW)
             if b is not None:
                 y += b.reshape(1, OC, 1, 1)
-            self.flat = flat if self.needs_input_grad[1] else None
+            self.kept = kept if self.needs_input_grad[1] else None  # what gW's bands are read from
             self.Wm = W.reshape(OC, -1) if self.needs_input_grad[0] else None
             return y
         pointwise = KH == KW == 1 and self.SH == self.SW == 1 and self.PH == self.PW == 0
@@ -422,7 +437,7 @@ class Conv2dFunction(Function):
                                            self.PH, self.PW))
 
     def _banded_backward(self, gy, has_bias):
-        """The gradients of the banded route, from the flattened padded input that forward kept:
+        """The gradients of the banded route, from what forward kept (x, or x padded and flattened):
         gW from bands of cols, gb = Σ gy, and gx as the banded convolution of gy with the flipped,
         transposed kernel padded by K − 1 − P (as col2im(Wᵀ·gy), band by band, for inputs of few
         channels)."""
@@ -430,7 +445,7 @@ class Conv2dFunction(Function):
         OC, _, KH, KW = self.W_shape
         gx = gW = gb = None
         if self.needs_input_grad[1]:
-            gW = _weight_grad_in_bands(gy, self.flat, self.W_shape, self.x_shape, self.PH, self.PW)
+            gW = _weight_grad_in_bands(gy, self.kept, self.W_shape, self.x_shape, self.PH, self.PW)
         if has_bias and self.needs_input_grad[2]:
             gb = gy.sum(axis=(0, 2, 3))
         if self.needs_input_grad[0] and self.x_shape[1] < ADJOINT_MIN_CHANNELS:
