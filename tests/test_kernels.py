@@ -84,6 +84,25 @@ def test_batch_norm_gpu_path_matches_numpy(training, relu, dtype):
             [rnd(2, 3, 5, 7, seed=8) * 2 + 1, rnd(3, seed=9), rnd(3, seed=10)], dtype)
 
 
+@pytest.mark.parametrize("running_dtype", [None, np.float64])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batch_norm_gpu_path_updates_running_statistics_as_numpy(dtype, running_dtype):
+    # running arrays of x's dtype are updated inside the bn_statistics kernel, others by array ops
+    running_dtype = running_dtype or dtype
+    x, gamma, beta = rnd(2, 3, 5, 7, seed=36) * 3 - 1, rnd(3, seed=37), rnd(3, seed=38)
+    updated = []
+    for emulate in (False, True):
+        running = [(np.abs(rnd(3, seed=39)) + 0.2).astype(running_dtype),
+                   (np.abs(rnd(3, seed=40)) + 0.5).astype(running_dtype)]
+        with mf.emulate_gpu(emulate):
+            F.batch_norm(mf.tensor(x.astype(dtype)), mf.tensor(gamma.astype(dtype)),
+                         mf.tensor(beta.astype(dtype)), *running, True, momentum=0.3)
+        updated.append(running)
+    for emulated, cpu in zip(updated[1], updated[0]):
+        assert emulated.dtype == running_dtype
+        np.testing.assert_allclose(emulated, cpu, **TOL[dtype])
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("k,s,shape", [(2, 2, (2, 3, 8, 6)), (2, 2, (1, 1, 7, 5)), (3, 2, (2, 2, 7, 9)),
                                        (4, 4, (1, 2, 9, 8)), (2, 1, (1, 2, 5, 4)), (16, 16, (1, 1, 32, 48))])

@@ -48,21 +48,28 @@ class BatchNormFunction(Function):
         N, C, H, W = x.shape
         M = N * H * W
         self.ex = executor_for(x, gamma)
+        running_updated = False
         if self.ex is None and xp is np:
             y, mean, var = self._forward_numpy(x, gamma, beta)
         else:  # the GPU path (kernels): keep x, backward recomputes x̂ in its kernels
             if self.training:  # two passes, the second centred: σ² without cancellation
                 mean = gpu.channel_sums(xp, self.ex, x) / x.dtype.type(M)
-                var = gpu.channel_sums(xp, self.ex, x, shift=mean, power=2) / x.dtype.type(M)
+                # the kernel updates running arrays of x's dtype itself; others are updated below
+                running_updated = self.running_mean is not None and all(
+                    r.dtype == x.dtype and r.flags.c_contiguous
+                    for r in (self.running_mean, self.running_var))
+                var, invstd = gpu.batch_norm_statistics(
+                    xp, self.ex, x, mean, self.eps, self.momentum,
+                    *((self.running_mean, self.running_var) if running_updated else ()))
             else:
                 mean = self.running_mean.astype(x.dtype)
                 var = self.running_var.astype(x.dtype)
-            invstd = (1.0 / xp.sqrt(var + x.dtype.type(self.eps))).astype(x.dtype, copy=False)
+                invstd = (1.0 / xp.sqrt(var + x.dtype.type(self.eps))).astype(x.dtype, copy=False)
             self.x, self.mean, self.invstd, self.gamma = x, mean, invstd, gamma
             y = gpu.batch_norm_forward(xp, self.ex, x, mean, invstd, gamma, beta, self.relu)
             # with the ReLU keep the output: its positive entries are where the ReLU passes gy
             self.y = y if self.relu else None
-        if self.training and self.running_mean is not None:
+        if self.training and self.running_mean is not None and not running_updated:
             m = self.momentum
             self.running_mean *= 1 - m
             self.running_mean += m * mean.astype(self.running_mean.dtype)

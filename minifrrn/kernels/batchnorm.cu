@@ -9,6 +9,12 @@
 //     training: gx = gamma[c] * invstd[c] / M * (M * g - sum_g[c] - xhat * sum_g_xhat[c])
 //     eval:     gx = g * gamma[c] * invstd[c]
 // The ReLU mask is read from the forward's y inside both kernels: no masked copy of gy is made.
+//
+// bn_statistics, one thread per channel, after channel_sums gave sum_sq[c] = sum of (x - mean[c])^2:
+//   var[c] = sum_sq[c] / M,  invstd[c] = 1 / sqrt(var[c] + eps)
+//   update = 1: running_mean[c] = (1 - m) * running_mean[c] + m * mean[c]
+//               running_var[c]  = (1 - m) * running_var[c]  + m * var[c] * M / (M - 1)
+// One launch instead of about a dozen array operations on C numbers, each a launch of its own.
 
 template <typename T>
 __device__ void bn_forward_impl(const T* __restrict__ x, const T* __restrict__ mean,
@@ -70,6 +76,30 @@ __device__ void bn_backward_impl(const T* __restrict__ x, const T* __restrict__ 
     }
 }
 
+template <typename T>
+__device__ void bn_statistics_impl(const T* __restrict__ sum_sq, const T* __restrict__ mean,
+                                   T* __restrict__ var, T* __restrict__ invstd,
+                                   T* __restrict__ running_mean, T* __restrict__ running_var,
+                                   long long C, long long M, T eps, T momentum, long long update) {
+    for (long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x; c < C;
+         c += (long long)blockDim.x * gridDim.x) {
+        const T v = sum_sq[c] / (T)M;
+        var[c] = v;
+        invstd[c] = (T)1 / sqrt(v + eps);
+        if (update) {
+            const T unbiased = (T)M / (T)(M > 1 ? M - 1 : 1);
+            running_mean[c] = ((T)1 - momentum) * running_mean[c] + momentum * mean[c];
+            running_var[c] = ((T)1 - momentum) * running_var[c] + momentum * v * unbiased;
+        }
+    }
+}
+
+extern "C" __global__ void bn_statistics_f32(const float* sum_sq, const float* mean, float* var, float* invstd, float* running_mean, float* running_var, long long C, long long M, float eps, float momentum, long long update) {
+    bn_statistics_impl<float>(sum_sq, mean, var, invstd, running_mean, running_var, C, M, eps, momentum, update);
+}
+extern "C" __global__ void bn_statistics_f64(const double* sum_sq, const double* mean, double* var, double* invstd, double* running_mean, double* running_var, long long C, long long M, double eps, double momentum, long long update) {
+    bn_statistics_impl<double>(sum_sq, mean, var, invstd, running_mean, running_var, C, M, eps, momentum, update);
+}
 extern "C" __global__ void bn_forward_f32(const float* x, const float* mean, const float* invstd, const float* gamma, const float* beta, float* y, long long N, long long C, long long HW, long long relu) {
     bn_forward_impl<float>(x, mean, invstd, gamma, beta, y, N, C, HW, relu);
 }

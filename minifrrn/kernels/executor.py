@@ -34,6 +34,7 @@ __all__ = ["CupyExecutor", "EmulatorExecutor", "executor_for", "kernel_source", 
 HERE = Path(__file__).parent
 KERNEL_FILES = {"im2col": "im2col.cu", "col2im": "im2col.cu", "bn_forward": "batchnorm.cu",
                 "bn_backward": "batchnorm.cu", "bn_backward_sums": "batchnorm.cu",
+                "bn_statistics": "batchnorm.cu",
                 "channel_sums": "reduce.cu", "maxpool_forward": "pooling.cu",
                 "maxpool_backward": "pooling.cu", "nearest_forward": "upsample.cu",
                 "nearest_backward": "upsample.cu", "bilinear2x_forward": "upsample.cu",

@@ -10,7 +10,8 @@ import numpy as np
 
 from .executor import launch_config, launch_config_2d
 
-__all__ = ["channel_sums", "im2col", "col2im", "conv2d_forward", "conv2d_backward", "batch_norm_forward",
+__all__ = ["channel_sums", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
+           "batch_norm_statistics", "batch_norm_forward",
            "batch_norm_backward", "max_pool2d_forward", "max_pool2d_backward",
            "upsample_nearest_forward", "upsample_nearest_backward", "bilinear2x_forward",
            "bilinear2x_backward", "softmax_nll_forward", "softmax_nll_backward"]
@@ -33,12 +34,14 @@ def _sums_launch(C, HW):
 
 
 def channel_sums(xp, ex, x, shift=None, power=1):
-    """Σ over every axis but 1 of (x − shift[c])^power (power 1 or 2), per channel c: the kernel
-    writes one partial sum per thread, ``xp`` adds them up."""
+    """Σ over every axis but 1, per channel c, of x (power 1) or of (x − shift[c])² (power 2): the
+    kernel writes one partial sum per thread, ``xp`` adds them up."""
     x = _c(xp, x)
     N, C = x.shape[:2]
     HW = x.size // max(N * C, 1)
-    shift = xp.zeros(C, x.dtype) if shift is None else _c(xp, shift.astype(x.dtype, copy=False))
+    if (power == 2) != (shift is not None):
+        raise ValueError("channel_sums: a shift goes with power 2, and only with it")
+    shift = x if shift is None else _c(xp, shift.astype(x.dtype, copy=False))  # unread for power 1
     grid, block = _sums_launch(C, HW)
     partial = xp.empty((C, grid[0] * block[0]), dtype=x.dtype)
     ex.launch("channel_sums", x.dtype, grid, block,
@@ -129,6 +132,26 @@ def conv2d_backward(xp, ex, gy, x, W, x_shape, SH, SW, PH, PW, need_x, need_W, n
         else:
             gx = col2im(xp, ex, gcols, x_shape, KH, KW, SH, SW, PH, PW)
     return gx, gW, gb
+
+
+def batch_norm_statistics(xp, ex, x, mean, eps, momentum=None, running_mean=None,
+                          running_var=None):
+    """(var, invstd) of x (N, C, H, W) around its channel means ``mean``: σ² = Σ(x − μ)²/M from
+    channel_sums, then one bn_statistics thread per channel for 1/√(σ² + ε) and, when the running
+    arrays are given (C-contiguous, x's dtype), their update in place with ``momentum``."""
+    N, C, H, W = x.shape
+    dtype = x.dtype.type
+    sum_sq = channel_sums(xp, ex, x, shift=mean, power=2)
+    var, invstd = xp.empty_like(sum_sq), xp.empty_like(sum_sq)
+    update = running_mean is not None
+    if not update:  # unread
+        running_mean = running_var = var
+    grid, block = launch_config(C)
+    ex.launch("bn_statistics", x.dtype, grid, block,
+              (sum_sq, _c(xp, mean), var, invstd, running_mean, running_var, i64(C),
+               i64(N * H * W), dtype(eps), dtype(0 if momentum is None else momentum),
+               i64(1 if update else 0)))
+    return var, invstd
 
 
 def batch_norm_forward(xp, ex, x, mean, invstd, gamma, beta, relu=False):

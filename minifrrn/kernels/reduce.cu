@@ -1,7 +1,8 @@
 // Per-channel sums over (N, H, W): the statistics of batch norm and the bias gradient of conv2d.
 //
 // partial[c, t] = sum over n, and over the pixels j = t, t + T, t + 2T, ... of channel c,
-//                 of (x[n, c, j] - shift[c])^power         (power 1 or 2; T = blockDim.x * gridDim.x)
+//                 of x[n, c, j]                  (power 1; shift is not read)
+//                 or (x[n, c, j] - shift[c])^2    (power 2)            (T = blockDim.x * gridDim.x)
 //
 // blockIdx.y is the channel; each of the T threads of a channel writes its own partial sum, and the
 // array module's sum over t (a short contiguous reduction) finishes the job. Consecutive threads
@@ -19,7 +20,7 @@ __device__ void channel_sums_impl(const T* __restrict__ x, const T* __restrict__
     const long long threads = (long long)blockDim.x * gridDim.x;
     const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     for (long long c = blockIdx.y; c < C; c += gridDim.y) {
-        const T s = shift[c];
+        const T s = power == 2 ? shift[c] : (T)0;
         T sum = 0;
         for (long long n = 0; n < N; ++n) {
             const T* plane = x + (n * C + c) * HW;
