@@ -36,7 +36,8 @@ padding are dropped.
 
 gW sums gy[n][:, band] @ cols_bandᵀ over the bands, from what forward keeps (the size of x, not of
 cols: on wide layers x itself, whose band rows are copied with their padding written as zeros, and
-the shift moves to KW shifted copies of gy, stacked for one GEMM again; elsewhere x padded); gx is the convolution of gy with the flipped, transposed kernel Wᵀ[:, :, ::-1, ::-1]
+the shift moves to KW shifted copies of gy, stacked for one GEMM again; elsewhere x padded); gx is
+the convolution of gy with the flipped, transposed kernel Wᵀ[:, :, ::-1, ::-1]
 padded by K − 1 − P, by the banded route too, with no col2im. For inputs of few channels (the RGB
 stem) that adjoint GEMM would have only C rows, so gx is Wᵀ·gy followed by col2im instead, also
 band by band.
