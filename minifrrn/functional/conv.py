@@ -188,11 +188,11 @@ def _copy_band_rows(buffer, x, n, i0, r, KW, PH, PW):
     padded = buffer[:, :, :r * Wp].reshape(C, KH, r, Wp)  # a view: only the last axis is split
     for p in range(KH):
         top = i0 + p - PH  # the row of x that band row 0 reads at kernel row p
-        inside = slice(min(r, max(0, -top)), max(0, min(r, H - top)))  # band rows within x
-        padded[:, p, :inside.start, PW:PW + W] = 0
-        padded[:, p, max(inside.start, inside.stop):, PW:PW + W] = 0
-        if inside.stop > inside.start:
-            padded[:, p, inside, PW:PW + W] = x[n, :, top + inside.start:top + inside.stop]
+        lo = min(r, max(0, -top))  # band rows lo … hi − 1 read rows of x, the others padding
+        hi = max(lo, min(r, H - top))
+        padded[:, p, :lo, PW:PW + W] = 0
+        padded[:, p, hi:, PW:PW + W] = 0
+        padded[:, p, lo:hi, PW:PW + W] = x[n, :, top + lo:top + hi]
     buffer[:, :, r * Wp:r * Wp + KW - 1] = 0
     return buffer.reshape(C * KH, length)
 

@@ -79,9 +79,14 @@ def col2im(xp, ex, cols, x_shape, KH, KW, SH, SW, PH, PW):
     return x
 
 
+def _pointwise(KH, KW, SH, SW, PH, PW):
+    """A 1×1 stride-1 convolution without padding: its cols is x itself, its col2im the identity."""
+    return KH == KW == 1 and SH == SW == 1 and PH == PW == 0
+
+
 def _cols(xp, ex, x, KH, KW, SH, SW, PH, PW):
-    """im2col(x), or x itself as (N, C, H·W) for a 1×1 stride-1 convolution without padding."""
-    if KH == KW == 1 and SH == SW == 1 and PH == PW == 0:
+    """im2col(x), or x itself as (N, C, H·W) for a pointwise convolution."""
+    if _pointwise(KH, KW, SH, SW, PH, PW):
         N, C, H, W = x.shape
         return _c(xp, x).reshape(N, C, H * W)
     return im2col(xp, ex, x, KH, KW, SH, SW, PH, PW)
@@ -93,8 +98,7 @@ def conv2d_forward(xp, ex, x, W, b, SH, SW, PH, PW):
     cols is dropped at once: backward makes it again from x (see conv2d_backward)."""
     N = x.shape[0]
     OC, C, KH, KW = W.shape
-    H, Wd = x.shape[2:]
-    OH, OW = (H + 2 * PH - KH) // SH + 1, (Wd + 2 * PW - KW) // SW + 1
+    OH, OW, _ = _im2col_sizes(x.shape, KH, KW, SH, SW, PH, PW)
     y = xp.matmul(W.reshape(OC, -1), _cols(xp, ex, x, KH, KW, SH, SW, PH, PW))
     if b is not None:
         y += b.reshape(1, OC, 1)
@@ -127,7 +131,7 @@ def conv2d_backward(xp, ex, gy, x, W, x_shape, SH, SW, PH, PW, need_x, need_W, n
         gb = channel_sums(xp, ex, gy)
     if need_x:
         gcols = xp.matmul(W.reshape(OC, -1).T, gy)
-        if KH == KW == 1 and SH == SW == 1 and PH == PW == 0:
+        if _pointwise(KH, KW, SH, SW, PH, PW):
             gx = gcols.reshape(x_shape)
         else:
             gx = col2im(xp, ex, gcols, x_shape, KH, KW, SH, SW, PH, PW)
