@@ -76,9 +76,16 @@ def require_gpu() -> None:
         raise GPUUnavailableError(f"device 'gpu' requested but {_why_no_gpu()}")
 
 
+_GPU_TYPES: dict = {}  # type -> whether it is CuPy's: asked thousands of times per training step
+
+
 def is_gpu_array(x) -> bool:
     """True for a CuPy ndarray (checked without importing CuPy when it was never imported)."""
-    return type(x).__module__.split(".")[0] == "cupy"
+    kind = type(x)
+    on_gpu = _GPU_TYPES.get(kind)
+    if on_gpu is None:
+        on_gpu = _GPU_TYPES[kind] = kind.__module__.split(".")[0] == "cupy"
+    return on_gpu
 
 
 def get_array_module(*arrays):

@@ -14,6 +14,8 @@ if not gpu_available():
 
 import cupy as cp  # noqa: E402
 
+from gemm_cases import GEMM_CASES, gemm_operands, gemm_reference  # noqa: E402
+
 TOL = {np.float64: dict(rtol=1e-11, atol=1e-11), np.float32: dict(rtol=1e-4, atol=1e-4)}
 
 
@@ -123,3 +125,21 @@ def test_frrn_a_training_step_at_256x512_matches_the_cpu():
                        [mf.backend.as_numpy(p.grad) for p in model.parameters()])
     for name, a, b in zip(["loss"] + [n for n, _ in frrn_a().named_parameters()], *results):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-9, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", GEMM_CASES, ids=[f"{a}{'T' if ta else ''}@{b}{'T' if tb else ''}"
+                                                  for a, b, ta, tb in GEMM_CASES])
+def test_cupy_gemm_matches_the_product_written_out(case, dtype):
+    from minifrrn.kernels import CupyExecutor
+    a, b, c = gemm_operands(case, dtype)
+    ta, tb = case[2:]
+    expected = gemm_reference(a, b, ta, tb)
+    ex = CupyExecutor()
+    got = ex.gemm(cp.asarray(a), cp.asarray(b), transpose_a=ta, transpose_b=tb)
+    np.testing.assert_allclose(cp.asnumpy(got), expected, **TOL[dtype])
+    out = cp.asarray(c)
+    ex.gemm(cp.asarray(a), cp.asarray(b), out=out, transpose_a=ta, transpose_b=tb, accumulate=True)
+    np.testing.assert_allclose(cp.asnumpy(out), c + expected, **TOL[dtype])
+    scaled = ex.gemm(cp.asarray(a), cp.asarray(b), transpose_a=ta, transpose_b=tb, alpha=-0.5)
+    np.testing.assert_allclose(cp.asnumpy(scaled), -0.5 * expected, **TOL[dtype])

@@ -13,6 +13,8 @@ from minifrrn.functional.conv import im2col as np_im2col
 from minifrrn.kernels import EmulatorExecutor, executor_for, launch_config_2d, ops
 from minifrrn.kernels.executor import HERE, KERNEL_FILES
 
+from gemm_cases import GEMM_CASES, gemm_operands, gemm_reference
+
 CU_FILES = sorted(set(KERNEL_FILES.values()))
 TOL = {np.float64: dict(rtol=1e-12, atol=1e-12), np.float32: dict(rtol=1e-5, atol=1e-5)}
 
@@ -257,3 +259,31 @@ def test_gpu_path_conv_keeps_no_cols_for_backward():
         grads.append((x.grad, W.grad))
     for emulated, cpu in zip(*grads):
         np.testing.assert_allclose(emulated, cpu, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", GEMM_CASES, ids=[f"{a}{'T' if ta else ''}@{b}{'T' if tb else ''}"
+                                                  for a, b, ta, tb in GEMM_CASES])
+def test_emulator_gemm_matches_the_product_written_out(case):
+    ex = EmulatorExecutor()
+    a, b, c = gemm_operands(case, np.float64)
+    ta, tb = case[2:]
+    expected = gemm_reference(a, b, ta, tb)
+    np.testing.assert_allclose(ex.gemm(a, b, transpose_a=ta, transpose_b=tb), expected, rtol=1e-12)
+    out = c.copy()
+    ex.gemm(a, b, out=out, transpose_a=ta, transpose_b=tb, accumulate=True)
+    np.testing.assert_allclose(out, c + expected, rtol=1e-12)
+    np.testing.assert_allclose(ex.gemm(a, b, transpose_a=ta, transpose_b=tb, alpha=-0.5),
+                               -0.5 * expected, rtol=1e-12)
+
+
+def test_gemm_refuses_what_cublas_would_misread():
+    ex = EmulatorExecutor()
+    a, b = rnd(5, 3, seed=40), rnd(3, 4, seed=41)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ex.gemm(a, b[:, ::2])
+    with pytest.raises(ValueError, match="do not multiply"):
+        ex.gemm(a, b, transpose_b=True)
+    with pytest.raises(TypeError, match="float32 or both float64"):
+        ex.gemm(a.astype(np.float32), b)
+    with pytest.raises(ValueError, match="out must be"):
+        ex.gemm(a, b, out=np.empty((4, 5)))

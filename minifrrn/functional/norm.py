@@ -53,7 +53,7 @@ class BatchNormFunction(Function):
             y, mean, var = self._forward_numpy(x, gamma, beta)
         else:  # the GPU path (kernels): keep x, backward recomputes x̂ in its kernels
             if self.training:  # two passes, the second centred: σ² without cancellation
-                mean = gpu.channel_sums(xp, self.ex, x) / x.dtype.type(M)
+                mean = gpu.channel_sums(xp, self.ex, x, scale=1 / M)
                 # the kernel updates running arrays of x's dtype itself; others are updated below
                 running_updated = self.running_mean is not None and all(
                     r.dtype == x.dtype and r.flags.c_contiguous

@@ -5,6 +5,10 @@
 (NumPy or CuPy, C-contiguous) and NumPy scalars with explicit dtypes: CuPy passes a Python ``int`` as
 ``long long`` and checks nothing, so every scalar is typed where it is made.
 
+``executor.gemm(a, b, out, transpose_a, transpose_b, accumulate, alpha)`` is the matrix product the
+kernels are combined with (``out = α·op(a) @ op(b)``, or ``out += ...``; batched when either operand
+is 3-D, a 2-D operand shared by the whole batch).
+
 * ``CupyExecutor`` compiles each source once per process with NVRTC (``cupy.RawModule``) and runs on
   the GPU.
 * ``EmulatorExecutor`` compiles the *same* source with g++, together with ``cuda_emulation.h`` and
@@ -29,7 +33,7 @@ import numpy as np
 from ..backend import cupy_or_none, emulation_enabled, is_gpu_array
 
 __all__ = ["CupyExecutor", "EmulatorExecutor", "executor_for", "kernel_source", "KERNEL_FILES",
-           "launch_config", "launch_config_2d", "KernelBuildError"]
+           "launch_config", "launch_config_2d", "KernelBuildError", "gemm_shape"]
 
 HERE = Path(__file__).parent
 KERNEL_FILES = {"im2col": "im2col.cu", "col2im": "im2col.cu", "bn_forward": "batchnorm.cu",
@@ -75,6 +79,33 @@ def _full_name(name, dtype):
     return f"{name}_{SUFFIX[dtype]}"
 
 
+def gemm_shape(a, b, transpose_a=False, transpose_b=False):
+    """(batch, m, n, k) of op(a) @ op(b), with op(a) (m, k) and op(b) (k, n) for 2-D or 3-D C-contiguous
+    operands of one dtype; batch is 0 when both are 2-D, else the leading size of the 3-D one(s)."""
+    for name, v in (("a", a), ("b", b)):
+        if v.ndim not in (2, 3):
+            raise ValueError(f"gemm: {name} must be 2-D or 3-D, got shape {tuple(v.shape)}")
+        if not v.flags.c_contiguous:
+            raise ValueError(f"gemm: {name} must be C-contiguous (transpose with transpose_{name})")
+    if a.dtype != b.dtype or a.dtype not in SUFFIX:
+        raise TypeError(f"gemm: operands must be both float32 or both float64, got {a.dtype} and "
+                        f"{b.dtype}")
+    m, k = a.shape[-2:][::-1] if transpose_a else a.shape[-2:]
+    kb, n = b.shape[-2:][::-1] if transpose_b else b.shape[-2:]
+    batches = {v.shape[0] for v in (a, b) if v.ndim == 3}
+    if k != kb or len(batches) > 1:
+        raise ValueError(f"gemm: shapes {tuple(a.shape)} and {tuple(b.shape)} do not multiply "
+                         f"(transpose_a={transpose_a}, transpose_b={transpose_b})")
+    return (batches.pop() if batches else 0), m, n, k
+
+
+def _check_out(out, batch, m, n, dtype):
+    shape = ((batch,) if batch else ()) + (m, n)
+    if tuple(out.shape) != shape or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(f"gemm: out must be a C-contiguous {dtype} array of shape {shape}, got "
+                         f"{out.dtype} {tuple(out.shape)}")
+
+
 def _pad3(dims):
     dims = tuple(int(d) for d in dims)
     return dims + (1,) * (3 - len(dims))
@@ -82,9 +113,36 @@ def _pad3(dims):
 
 # --- CuPy on a GPU --------------------------------------------------------------------------------
 
+_cublas_binding: list = []
+
+
+def _cublas():
+    """CuPy's thin cuBLAS binding (looked up once), or None where this CuPy has none by the
+    expected name."""
+    if not _cublas_binding:
+        try:
+            from cupy_backends.cuda.libs import cublas
+        except ImportError:
+            try:
+                from cupy.cuda import cublas
+            except ImportError:
+                cublas = None
+        _cublas_binding.append(cublas if hasattr(cublas, "sgemmStridedBatched") else None)
+    return _cublas_binding[0]
+
+
 class CupyExecutor:
+    """Launches on the GPU. Every call's host time counts: a FRRN A step at 256×512 issues about
+    500 kernels and 200 matrix products, and the GPU finishes them faster than Python issues them.
+    So compiled kernels are looked up once per (name, dtype, device), and ``gemm`` calls cuBLAS
+    directly rather than through ``cupy.matmul``, whose checks, broadcasting and copies of
+    transposed operands cost more host time than the call itself."""
+
     _modules: dict = {}
+    _functions: dict = {}
     _lock = threading.Lock()
+    # α = 1 and β = 0 or 1, as host scalars (cuBLAS's default pointer mode): their addresses
+    _ZERO_ONE = {np.dtype(t): np.array([0, 1], t) for t in (np.float32, np.float64)}
 
     def _function(self, filename, full_name):
         cp = cupy_or_none()
@@ -96,8 +154,48 @@ class CupyExecutor:
         return module.get_function(full_name)
 
     def launch(self, name, dtype, grid, block, args):
-        function = self._function(KERNEL_FILES[name], _full_name(name, dtype))
-        function(tuple(int(g) for g in grid), tuple(int(b) for b in block), tuple(args))
+        key = (name, dtype, cupy_or_none().cuda.runtime.getDevice())  # modules load per device
+        function = self._functions.get(key)
+        if function is None:
+            function = self._function(KERNEL_FILES[name], _full_name(name, dtype))
+            self._functions[key] = function
+        function(tuple(map(int, grid)), tuple(map(int, block)), tuple(args))
+
+    def gemm(self, a, b, out=None, transpose_a=False, transpose_b=False, accumulate=False,
+             alpha=1):
+        """out = α·op(a) @ op(b) (``accumulate``: out += ...) as one cuBLAS strided-batched
+        GEMM. cuBLAS is column-major and a row-major matrix read column-major is its transpose, so
+        it computes outᵀ = op(b)ᵀ·op(a)ᵀ: b first, a second, each transposed in place by a flag; a
+        2-D operand of a batched product has batch stride 0."""
+        cp = cupy_or_none()
+        batch, m, n, k = gemm_shape(a, b, transpose_a, transpose_b)
+        if out is None:
+            if accumulate:
+                raise ValueError("gemm: accumulate needs out")
+            out = cp.empty(((batch,) if batch else ()) + (m, n), dtype=a.dtype)
+        _check_out(out, batch, m, n, a.dtype)
+        cublas = _cublas()
+        if cublas is None:  # no binding by that name: the array module's product
+            product = cp.matmul(a.swapaxes(-1, -2) if transpose_a else a,
+                                b.swapaxes(-1, -2) if transpose_b else b)
+            if alpha != 1:
+                product *= alpha
+            if accumulate:
+                out += product
+            else:
+                out[...] = product
+            return out
+        scalars = self._ZERO_ONE[a.dtype]
+        zero, one = scalars.ctypes.data, scalars.ctypes.data + scalars.itemsize
+        scale = np.array(alpha, a.dtype) if alpha != 1 else None  # read by cuBLAS during the call
+        call = cublas.sgemmStridedBatched if a.dtype == np.float32 else cublas.dgemmStridedBatched
+        call(cp.cuda.device.get_cublas_handle(),
+             1 if transpose_b else 0, 1 if transpose_a else 0, n, m, k,
+             one if scale is None else scale.ctypes.data,
+             b.data.ptr, b.shape[-1], k * n if b.ndim == 3 else 0,
+             a.data.ptr, a.shape[-1], m * k if a.ndim == 3 else 0,
+             one if accumulate else zero, out.data.ptr, n, m * n, max(batch, 1))
+        return out
 
 
 # --- g++ on the CPU --------------------------------------------------------------------------------
@@ -221,6 +319,26 @@ class EmulatorExecutor:
                                     f"{np.dtype(_NUMPY[declared])} scalar (got {type(arg).__name__})")
                 converted.append(arg.item())
         function(*_pad3(grid), *_pad3(block), *converted)
+
+    def gemm(self, a, b, out=None, transpose_a=False, transpose_b=False, accumulate=False,
+             alpha=1):
+        """out = α·op(a) @ op(b) (or out += ...) with NumPy, under the GPU path's contract: the
+        same shape, dtype and contiguity checks as ``CupyExecutor.gemm``."""
+        batch, m, n, k = gemm_shape(a, b, transpose_a, transpose_b)
+        product = np.matmul(a.swapaxes(-1, -2) if transpose_a else a,
+                            b.swapaxes(-1, -2) if transpose_b else b)
+        if alpha != 1:
+            product *= a.dtype.type(alpha)
+        if out is None:
+            if accumulate:
+                raise ValueError("gemm: accumulate needs out")
+            return product
+        _check_out(out, batch, m, n, a.dtype)
+        if accumulate:
+            out += product
+        else:
+            out[...] = product
+        return out
 
 
 def kernel_source_header():

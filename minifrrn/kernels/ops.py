@@ -19,7 +19,7 @@ __all__ = ["channel_sums", "im2col", "col2im", "conv2d_forward", "conv2d_backwar
 i64, i32 = np.int64, np.int32
 
 # channel_sums / bn_backward_sums: each thread sums at least this many pixels of a plane on its own
-# (more threads would only lengthen the partial sums that the array module adds up afterwards)
+# (more threads would only lengthen the partial sums that are added up afterwards)
 PIXELS_PER_THREAD = 16
 
 
@@ -33,9 +33,10 @@ def _sums_launch(C, HW):
     return launch_config_2d(-(-HW // PIXELS_PER_THREAD), C)
 
 
-def channel_sums(xp, ex, x, shift=None, power=1):
-    """Σ over every axis but 1, per channel c, of x (power 1) or of (x − shift[c])² (power 2): the
-    kernel writes one partial sum per thread, ``xp`` adds them up."""
+def channel_sums(xp, ex, x, shift=None, power=1, scale=1):
+    """scale·Σ over every axis but 1, per channel c, of x (power 1) or of (x − shift[c])² (power 2):
+    the kernel writes one partial sum per thread, a product with ones (scaled by ``scale``, as the
+    mean's 1/M) adds them up."""
     x = _c(xp, x)
     N, C = x.shape[:2]
     HW = x.size // max(N * C, 1)
@@ -46,7 +47,29 @@ def channel_sums(xp, ex, x, shift=None, power=1):
     partial = xp.empty((C, grid[0] * block[0]), dtype=x.dtype)
     ex.launch("channel_sums", x.dtype, grid, block,
               (x, shift, partial, i64(N), i64(C), i64(HW), i64(power)))
-    return partial.sum(axis=1)
+    return _row_sums(xp, ex, partial, scale)
+
+
+def _row_sums(xp, ex, partial, scale=1):
+    """scale·Σ over the last axis of a (…, T) array of partial sums, as one matrix-vector product
+    with ones: one cuBLAS call, where the array module's reduction (and a scaling after it) costs
+    several times its host time."""
+    ones = _ones(xp, partial.shape[-1], partial.dtype)
+    rows = partial.reshape(-1, partial.shape[-1])
+    return ex.gemm(rows, ones, alpha=scale).reshape(partial.shape[:-1])
+
+
+_ones_cache: dict = {}
+
+
+def _ones(xp, length, dtype):
+    """A (length, 1) column of ones, made once per array module, device, length and dtype."""
+    device = getattr(xp, "cuda", None) and xp.cuda.runtime.getDevice()
+    key = (xp.__name__, device, length, np.dtype(dtype))
+    ones = _ones_cache.get(key)
+    if ones is None:
+        ones = _ones_cache[key] = xp.ones((length, 1), dtype=dtype)
+    return ones
 
 
 def _im2col_sizes(x_shape, KH, KW, SH, SW, PH, PW):
@@ -99,7 +122,7 @@ def conv2d_forward(xp, ex, x, W, b, SH, SW, PH, PW):
     N = x.shape[0]
     OC, C, KH, KW = W.shape
     OH, OW, _ = _im2col_sizes(x.shape, KH, KW, SH, SW, PH, PW)
-    y = xp.matmul(W.reshape(OC, -1), _cols(xp, ex, x, KH, KW, SH, SW, PH, PW))
+    y = ex.gemm(_c(xp, W).reshape(OC, -1), _cols(xp, ex, x, KH, KW, SH, SW, PH, PW))
     if b is not None:
         y += b.reshape(1, OC, 1)
     return y.reshape(N, OC, OH, OW)
@@ -120,17 +143,18 @@ def conv2d_backward(xp, ex, gy, x, W, x_shape, SH, SW, PH, PW, need_x, need_W, n
     gx = gW = gb = None
     if need_W:
         cols = _cols(xp, ex, x, KH, KW, SH, SW, PH, PW)
-        # one 2-D product per sample: cuBLAS reads colsᵀ in place, where a batched matmul with a
-        # transposed operand ran 2.7x slower on an H200 (48->48 at 256x512: 0.67 vs 0.25 ms)
-        gWm = xp.matmul(gy[0], cols[0].T)
+        # one 2-D product per sample, each adding into gWm (β = 1): cuBLAS reads colsᵀ in place,
+        # where a batched matmul with a transposed operand ran 2.7x slower on an H200 (48->48 at
+        # 256x512: 0.67 vs 0.25 ms)
+        gWm = ex.gemm(gy[0], cols[0], transpose_b=True)
         for n in range(1, N):
-            gWm += xp.matmul(gy[n], cols[n].T)
+            ex.gemm(gy[n], cols[n], out=gWm, transpose_b=True, accumulate=True)
         del cols  # before gx's Wᵀ·gy, as large again, is made
         gW = gWm.reshape(W.shape)
     if need_b:
         gb = channel_sums(xp, ex, gy)
     if need_x:
-        gcols = xp.matmul(W.reshape(OC, -1).T, gy)
+        gcols = ex.gemm(_c(xp, W).reshape(OC, -1), gy, transpose_a=True)  # Wᵀ read in place
         if _pointwise(KH, KW, SH, SW, PH, PW):
             gx = gcols.reshape(x_shape)
         else:
@@ -179,12 +203,12 @@ def batch_norm_backward(xp, ex, x, gy, mean, invstd, gamma, training, y=None):
     relu = i64(0 if y is None else 1)
     y = x if y is None else _c(xp, y)  # unread without the ReLU
     grid, block = _sums_launch(C, H * W)
-    partial_g = xp.empty((C, grid[0] * block[0]), dtype=x.dtype)
-    partial_g_centred = xp.empty_like(partial_g)
+    partials = xp.empty((2, C, grid[0] * block[0]), dtype=x.dtype)  # both summed by one product
+    partial_g, partial_g_centred = partials
     ex.launch("bn_backward_sums", x.dtype, grid, block,
               (x, gy, y, mean, partial_g, partial_g_centred, i64(N), i64(C), i64(H * W), relu))
-    sum_g = partial_g.sum(axis=1)
-    sum_g_xhat = partial_g_centred.sum(axis=1) * invstd  # Σ g·x̂ = (1/σ)·Σ g·(x − μ)
+    sum_g, sum_g_centred = _row_sums(xp, ex, partials)
+    sum_g_xhat = sum_g_centred * invstd  # Σ g·x̂ = (1/σ)·Σ g·(x − μ)
     gx = xp.empty_like(x)
     grid, block = launch_config(x.size)
     ex.launch("bn_backward", x.dtype, grid, block,
