@@ -20,6 +20,7 @@ is 3-D, a 2-D operand shared by the whole batch).
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import re
@@ -56,12 +57,16 @@ def kernel_source(filename):
     return (HERE / filename).read_text()
 
 
+# launch configurations and kernel sizes are cached: a training step asks for the same few hundred
+# again and again, and working them out in Python costs host time the GPU waits for
+@functools.lru_cache(maxsize=4096)
 def launch_config(total, threads=THREADS_PER_BLOCK, max_blocks=65_535):
     """(grid, block) for ``total`` elements: one thread each, the grid-stride loop covering the rest."""
     blocks = max(1, min(-(-int(total) // threads), max_blocks))
     return (blocks,), (threads,)
 
 
+@functools.lru_cache(maxsize=4096)
 def launch_config_2d(pixels, rows, threads=THREADS_PER_BLOCK, max_blocks=65_535):
     """(grid, block) for kernels that walk ``rows`` with blockIdx.y and the ``pixels`` of a row with
     blockIdx.x·blockDim.x + threadIdx.x (grid-stride loops in both directions)."""

@@ -6,6 +6,8 @@ is the same as the NumPy path of each op in ``minifrrn.functional`` (see their d
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .executor import launch_config, launch_config_2d
@@ -72,6 +74,7 @@ def _ones(xp, length, dtype):
     return ones
 
 
+@functools.lru_cache(maxsize=4096)
 def _im2col_sizes(x_shape, KH, KW, SH, SW, PH, PW):
     N, C, H, W = x_shape
     OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
