@@ -105,3 +105,14 @@ def test_allocator_tuning_reports_what_it_did():
     assert isinstance(result, bool)
     if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
         assert result  # glibc has mallopt: the settings must have been accepted
+
+
+def test_over_channels_gives_every_thread_two_blocks_and_runs_small_work_in_one(monkeypatch):
+    monkeypatch.setattr(cpu_parallel, "CACHE_BLOCK_BYTES", 1 << 30)  # the cache would take it all
+    monkeypatch.setenv("MINIFRRN_CPU_THREADS", "2")
+    big = np.zeros((1, 8, 4, 4), np.float32)
+    for threshold, expected in ((0, [(0, 2), (2, 4), (4, 6), (6, 8)]), (1 << 20, [(0, 8)])):
+        monkeypatch.setattr(cpu_parallel, "MIN_PARALLEL_ELEMENTS", threshold)
+        seen = []
+        cpu_parallel.over_channels(lambda c0, c1: seen.append((c0, c1)), big)
+        assert sorted(seen) == expected

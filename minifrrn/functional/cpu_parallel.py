@@ -17,7 +17,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 MIN_PARALLEL_ELEMENTS = 1 << 20      # about 4 MB of float32: below this, one thread is faster
-CACHE_BLOCK_BYTES = 1 << 19          # 512 KiB: a block that stays in a core's L2 cache
+# 2 MiB: a block the size of a core's L2 cache. Measured against 512 KiB on a 2-core Xeon (2 MiB
+# of L2 per core), fwd+bwd on 6-25 MB activations: batch norm + ReLU 5-27% faster, max pooling
+# 0-32%, bilinear upsampling 9-17%, nearest 5-8%. Each NumPy call does more work for the same
+# overhead, and the threads hand the GIL to each other less often.
+CACHE_BLOCK_BYTES = 1 << 21
+# when threaded, at least this many blocks per thread: with fewer, one thread can be left working
+# alone on a last block (192 channels of 64x128 in three blocks ran 15-27% slower than in four)
+BLOCKS_PER_THREAD = 2
 
 _pool: list = []
 _CORES = os.cpu_count() or 1  # asked once: every parallel op reads it, and the answer never changes
@@ -71,8 +78,12 @@ def over_channels(work, big, cache_blocked=True, elements=None):
     overhead would multiply over many small blocks). ``elements``: the size of the whole job, when
     it is larger than ``big``'s."""
     C = big.shape[1]
+    elements = big.size if elements is None else elements
+    threads = cpu_threads() if elements >= MIN_PARALLEL_ELEMENTS else 1
     if cache_blocked:
         size = CACHE_BLOCK_BYTES // max(1, big.nbytes // max(C, 1))
+        if threads > 1:
+            size = min(size, -(-C // (BLOCKS_PER_THREAD * threads)))
     else:
-        size = -(-C // cpu_threads())
-    run_ranges(work, ranges(C, size), big.size if elements is None else elements)
+        size = -(-C // threads)
+    run_ranges(work, ranges(C, size), elements)
