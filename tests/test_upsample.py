@@ -60,3 +60,21 @@ def test_nearest_gradient_is_the_block_sum_small_and_large_blocks(scale):
             expected[:, :, i, j] = gy[:, :, i * scale:(i + 1) * scale,
                                       j * scale:(j + 1) * scale].sum(axis=(2, 3))
     np.testing.assert_allclose(x.grad, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("axis", [2, 3, -1])
+def test_bilinear_axis_and_its_adjoint_write_into_out(axis):
+    from minifrrn.functional.upsample import bilinear2x_axis, bilinear2x_axis_adjoint
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 4, 5))
+    y = bilinear2x_axis(x, axis)
+    out = np.full(y.shape, np.nan)
+    assert bilinear2x_axis(x, axis, out=out) is out
+    np.testing.assert_array_equal(out, y)
+    g = rng.standard_normal(y.shape)
+    gx = bilinear2x_axis_adjoint(g, axis)
+    np.testing.assert_allclose((y * g).sum(), (x * gx).sum(), rtol=1e-12)  # <Ax, g> = <x, Aᵀg>
+    out = np.full(x.shape, np.nan)
+    np.testing.assert_array_equal(bilinear2x_axis_adjoint(g, axis, out=out), gx)
+    with pytest.raises(ValueError, match="out must have shape"):
+        bilinear2x_axis(x, axis, out=np.empty(x.shape))

@@ -90,8 +90,9 @@ def _on(axis, ndim, index):
     return tuple(key)
 
 
-def bilinear2x_axis(x, axis):
-    """FRRN's ×2 linear interpolation along one axis (see the module docstring).
+def bilinear2x_axis(x, axis, out=None):
+    """FRRN's ×2 linear interpolation along one axis (see the module docstring), into ``out`` when
+    given (x's shape with that axis doubled).
 
     Slices along ``axis`` in place (no moveaxis), so that the innermost loop of every pass runs
     along the last, contiguous axis whichever axis is interpolated."""
@@ -100,7 +101,11 @@ def bilinear2x_axis(x, axis):
     L = x.shape[axis]
     shape = list(x.shape)
     shape[axis] = 2 * L
-    out = xp.empty(shape, dtype=x.dtype)
+    if out is None:
+        out = xp.empty(shape, dtype=x.dtype)
+    elif tuple(out.shape) != tuple(shape):
+        raise ValueError(f"bilinear2x_axis: out must have shape {tuple(shape)}, got "
+                         f"{tuple(out.shape)}")
 
     def at(index):
         return _on(axis, x.ndim, index)
@@ -113,19 +118,21 @@ def bilinear2x_axis(x, axis):
     return out
 
 
-def bilinear2x_axis_adjoint(g, axis):
-    """The adjoint of ``bilinear2x_axis`` along ``axis`` (length 2L -> L)."""
+def bilinear2x_axis_adjoint(g, axis, out=None):
+    """The adjoint of ``bilinear2x_axis`` along ``axis`` (length 2L -> L), into ``out`` when given.
+
+    Three passes: half of every odd entry, g[2m] + that half of g[2m + 1] (for every m), plus the
+    half of g[2m − 1]; the edge's g[2L − 1], which the forward copied whole, gets its other half."""
     xp = get_array_module(g)
     axis = axis % g.ndim
 
     def at(index):
         return _on(axis, g.ndim, index)
 
-    gx = g[at(slice(0, None, 2))].copy()
-    odd = g[at(slice(1, -1, 2))] * g.dtype.type(0.5)  # each interior odd output: half from m, m+1
-    gx[at(slice(None, -1))] += odd
-    gx[at(slice(1, None))] += odd
-    gx[at(-1)] += g[at(-1)]                             # the repeated edge
+    half_odd = g[at(slice(1, None, 2))] * g.dtype.type(0.5)   # L entries: g[2m + 1] / 2
+    gx = xp.add(g[at(slice(0, None, 2))], half_odd, out=out)
+    gx[at(slice(1, None))] += half_odd[at(slice(None, -1))]
+    gx[at(-1)] += half_odd[at(-1)]                            # the repeated edge: g[2L − 1] whole
     return gx
 
 
@@ -141,7 +148,9 @@ class UpsampleBilinear2xFunction(Function):
         y = xp.empty((N, C, 2 * H, 2 * W), dtype=x.dtype)
 
         def interpolate_channels(c0, c1):
-            y[:, c0:c1] = bilinear2x_axis(bilinear2x_axis(x[:, c0:c1], 2), 3)
+            # the second pass writes y itself: copying a finished block in would cost one more
+            # pass over the largest array
+            bilinear2x_axis(bilinear2x_axis(x[:, c0:c1], 2), 3, out=y[:, c0:c1])
 
         _over_channels(xp, interpolate_channels, y)
         return y
@@ -154,7 +163,7 @@ class UpsampleBilinear2xFunction(Function):
         gx = xp.empty((N, C, H // 2, W // 2), dtype=gy.dtype)
 
         def adjoint_channels(c0, c1):
-            gx[:, c0:c1] = bilinear2x_axis_adjoint(bilinear2x_axis_adjoint(gy[:, c0:c1], 3), 2)
+            bilinear2x_axis_adjoint(bilinear2x_axis_adjoint(gy[:, c0:c1], 3), 2, out=gx[:, c0:c1])
 
         _over_channels(xp, adjoint_channels, gy)
         return gx
