@@ -69,7 +69,7 @@ def first_max_gradient(x, gy, k):
 
 
 @pytest.mark.parametrize("k,shape", [(2, (2, 3, 9, 7)), (3, (1, 2, 10, 9)), (4, (1, 3, 9, 13)),
-                                     (8, (1, 2, 17, 16))])
+                                     (8, (1, 2, 17, 16)), (16, (2, 2, 33, 35))])
 def test_many_ties_go_to_the_first_maximum_in_row_major_order(poisoned_empty, k, shape):
     # values from {0, 1, 2}: most windows hold several maxima, e.g. at (1, 0) and (0, 1)
     x = np.random.default_rng(k).integers(0, 3, shape).astype(np.float64)
