@@ -129,9 +129,10 @@ def bilinear2x_axis(x, axis, out=None):
         return _on(axis, x.ndim, index)
 
     out[at(slice(0, None, 2))] = x
-    odd = out[at(slice(1, -1, 2))]
-    xp.add(x[at(slice(None, -1))], x[at(slice(1, None))], out=odd)
-    odd *= x.dtype.type(0.5)
+    # x[m]/2 + x[m + 1]/2 is (x[m] + x[m + 1])/2 to the bit (halving a normal number is exact),
+    # and halving x first, contiguously, spares a second strided pass over the odd entries of out
+    half = x * x.dtype.type(0.5)
+    xp.add(half[at(slice(None, -1))], half[at(slice(1, None))], out=out[at(slice(1, -1, 2))])
     out[at(-1)] = x[at(-1)]
     return out
 
@@ -155,7 +156,12 @@ def bilinear2x_axis_adjoint(g, axis, out=None):
 
 
 class UpsampleBilinear2xFunction(Function):
-    """y = FRRN bilinear ×2 over H then W;  returns its adjoint applied to gy."""
+    """y = FRRN bilinear ×2 over W then H;  returns its adjoint applied to gy (over H then W).
+
+    The two axes' interpolations commute; this order puts the strided passes (along W, the
+    contiguous axis) on the half-size intermediate, so that the full-size array, y in forward
+    and gy in backward, is only read or written in whole rows (0.74–0.84 of the time of H first,
+    fwd+bwd)."""
 
     def forward(self, x):
         self.ex = executor_for(x)
@@ -166,9 +172,9 @@ class UpsampleBilinear2xFunction(Function):
         y = xp.empty((N, C, 2 * H, 2 * W), dtype=x.dtype)
 
         def interpolate_channels(c0, c1):
-            # the second pass writes y itself: copying a finished block in would cost one more
-            # pass over the largest array
-            bilinear2x_axis(bilinear2x_axis(x[:, c0:c1], 2), 3, out=y[:, c0:c1])
+            # the second pass (rows) writes y itself: copying a finished block in would cost one
+            # more pass over the largest array
+            bilinear2x_axis(bilinear2x_axis(x[:, c0:c1], 3), 2, out=y[:, c0:c1])
 
         _over_channels(xp, interpolate_channels, y)
         return y
@@ -181,7 +187,7 @@ class UpsampleBilinear2xFunction(Function):
         gx = xp.empty((N, C, H // 2, W // 2), dtype=gy.dtype)
 
         def adjoint_channels(c0, c1):
-            bilinear2x_axis_adjoint(bilinear2x_axis_adjoint(gy[:, c0:c1], 3), 2, out=gx[:, c0:c1])
+            bilinear2x_axis_adjoint(bilinear2x_axis_adjoint(gy[:, c0:c1], 2), 3, out=gx[:, c0:c1])
 
         _over_channels(xp, adjoint_channels, gy)
         return gx
