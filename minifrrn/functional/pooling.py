@@ -99,9 +99,10 @@ def _separable_backward_block(gy, argmax, gx, KH, KW):
     The winner of a window sits at row p* and column q* (argmax = p*·KW + q*). First each gy goes to
     its column q* of a row of KW·OW values (KW strided writes of output-sized arrays); then that
     row goes to row p* of its windows, zeros to the other KH − 1 rows (KH writes of whole rows of
-    gx). A multiply by a hit mask per window offset instead writes every value of gx with a
-    stride, KH·KW times: faster only for windows of up to 4 values (2×2: 2.0–2.2× faster; 4×4:
-    8% slower, 8×8: 22–28% slower)."""
+    gx). Measured against what it replaced: 0.88–0.92 of the time of one multiply by a hit mask
+    per window offset for 4×4 (each writes every value of gx with a stride, KH·KW times in all),
+    0.70–0.76 of one broadcast pass over a 6-D view of gx for 8×8. Windows of up to 4 values keep
+    the per-offset multiply, which took under half the time for 2×2."""
     N, C, OH, OW = gy.shape
     gx[:, :, OH * KH:] = 0
     gx[:, :, :OH * KH, OW * KW:] = 0

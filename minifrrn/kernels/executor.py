@@ -85,8 +85,9 @@ def _full_name(name, dtype):
 
 
 def gemm_shape(a, b, transpose_a=False, transpose_b=False):
-    """(batch, m, n, k) of op(a) @ op(b), with op(a) (m, k) and op(b) (k, n) for 2-D or 3-D C-contiguous
-    operands of one dtype; batch is 0 when both are 2-D, else the leading size of the 3-D one(s)."""
+    """(batch, m, n, k) of op(a) @ op(b), with op(a) (m, k) and op(b) (k, n), for 2-D or 3-D
+    C-contiguous operands of one dtype; batch is 0 when both are 2-D, else the leading size of the
+    3-D one(s)."""
     for name, v in (("a", a), ("b", b)):
         if v.ndim not in (2, 3):
             raise ValueError(f"gemm: {name} must be 2-D or 3-D, got shape {tuple(v.shape)}")
@@ -138,8 +139,8 @@ def _cublas():
 
 class CupyExecutor:
     """Launches on the GPU. Every call's host time counts: a FRRN A step at 256×512 issues about
-    500 kernels and 200 matrix products, and the GPU finishes them faster than Python issues them.
-    So compiled kernels are looked up once per (name, dtype, device), and ``gemm`` calls cuBLAS
+    500 kernels and 200 matrix products, and through CuPy's general-purpose calls Python issued
+    them more slowly than the GPU ran them. So compiled kernels are looked up once per (name, dtype, device), and ``gemm`` calls cuBLAS
     directly rather than through ``cupy.matmul``, whose checks, broadcasting and copies of
     transposed operands cost more host time than the call itself."""
 
