@@ -112,6 +112,7 @@ def small_bands(request, monkeypatch):
     variant, rows = request.param
     monkeypatch.setattr(conv_module, "_rows_per_band", lambda row_bytes, OH: min(rows, OH))
     monkeypatch.setattr(conv_module, "ADJOINT_MIN_CHANNELS", 1)
+    monkeypatch.setattr(conv_module, "ADJOINT_MIN_PIXELS", 1)
     in_place = variant == "column offsets"
     monkeypatch.setattr(conv_module, "OFFSETS_MIN_INNER", 1 if in_place else 10 ** 9)
     monkeypatch.setattr(conv_module, "OFFSETS_MIN_PIXELS", 1 if in_place else 10 ** 9)
@@ -157,6 +158,16 @@ def test_banded_route_gx_by_banded_col2im_for_few_input_channels(monkeypatch, po
     monkeypatch.setattr(conv_module, "BAND_BYTES", 1)  # bands of one row: neighbours share rows
     x, W, b = _random_case(sum(kernel) * 13 + sum(pad), kernel, 6, 5)
     mf.gradcheck(lambda x, W, b: F.conv2d(x, W, b, pad=pad), [x, W, b])
+
+
+@pytest.mark.parametrize("kernel,pad", BANDED[:5])
+def test_banded_route_gx_by_banded_col2im_for_small_images(monkeypatch, poisoned_empty, kernel,
+                                                           pad):
+    assert conv_module.ADJOINT_MIN_PIXELS > 6 * 5  # the default sends these small images to col2im
+    monkeypatch.setattr(conv_module, "BAND_BYTES", 1)  # bands of one row: neighbours share rows
+    rng = np.random.default_rng(sum(kernel) * 17 + sum(pad))
+    x, W = rng.standard_normal((2, 20, 6, 5)), rng.standard_normal((3, 20) + kernel)
+    mf.gradcheck(lambda x, W: F.conv2d(x, W, pad=pad), [x, W])
 
 
 def test_banded_route_agrees_with_im2col_on_a_wide_layer(small_bands):

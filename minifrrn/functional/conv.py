@@ -61,6 +61,11 @@ BAND_BYTES = 1 << 23  # rows per band: about 8 MiB of cols or input rows (of 1-3
 # (the 3-channel stem) it runs far below BLAS speed, and Wᵀ·gy followed by col2im, band by band,
 # is faster
 ADJOINT_MIN_CHANNELS = 16
+# ... and on small images too: below this many output pixels the adjoint's flipped, transposed copy
+# of the weights and its own band of cols cost more than col2im's additions (fwd+bwd / GEMM floor,
+# adjoint -> col2im: 416->384 and 384->384 at 16x32, 1.41-1.45 -> 1.32; at 32x64, 1.24-1.35 either
+# way; at 64x128 and above the adjoint is faster, 1.02-1.14 against 1.21-1.27)
+ADJOINT_MIN_PIXELS = 2048
 # the banded route reads kernel columns in place above both: below, its GEMM of inner size C·KH
 # loses more than the copies save (measured fwd+bwd, in place / whole cols: the RGB stem, inner
 # size 15, 3.4x; 384->384 and 416->384 at 16x32, 1.2x; at 32x64 and above, 0.74-0.99x), so each
@@ -441,7 +446,7 @@ class Conv2dFunction(Function):
         """The gradients of the banded route, from what forward kept (x, or x padded and flattened):
         gW from bands of cols, gb = Σ gy, and gx as the banded convolution of gy with the flipped,
         transposed kernel padded by K − 1 − P (as col2im(Wᵀ·gy), band by band, for inputs of few
-        channels)."""
+        channels and small images)."""
         gy = np.ascontiguousarray(gy)
         OC, _, KH, KW = self.W_shape
         gx = gW = gb = None
@@ -449,7 +454,9 @@ class Conv2dFunction(Function):
             gW = _weight_grad_in_bands(gy, self.kept, self.W_shape, self.x_shape, self.PH, self.PW)
         if has_bias and self.needs_input_grad[2]:
             gb = gy.sum(axis=(0, 2, 3))
-        if self.needs_input_grad[0] and self.x_shape[1] < ADJOINT_MIN_CHANNELS:
+        by_col2im = (self.x_shape[1] < ADJOINT_MIN_CHANNELS
+                     or gy.shape[2] * gy.shape[3] < ADJOINT_MIN_PIXELS)
+        if self.needs_input_grad[0] and by_col2im:
             gx = np.ascontiguousarray(_input_grad_in_bands(gy, self.Wm, self.x_shape, KH, KW,
                                                            self.PH, self.PW))
         elif self.needs_input_grad[0]:
