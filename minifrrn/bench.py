@@ -271,7 +271,9 @@ def run_benchmarks(device="cpu", quick=False, tiny=False, repeats=None, checkpoi
     convs = [(1, 128, 96, 64, 128, 3), (1, 224, 192, 32, 64, 3), (1, 96, 48, 128, 256, 3),
              (1, 96, 32, 128, 256, 1), (1, 3, 48, 256, 512, 5)]
     if not quick and not tiny:
-        convs.append((1, 48, 48, 256, 512, 3))
+        # the full-resolution stream's 3x3 conv, and the deepest stages' (FRRN A at 1/8 and 1/16:
+        # 384 channels of y, plus the 32 of the pooled residual stream on a stage's first unit)
+        convs += [(1, 48, 48, 256, 512, 3), (1, 384, 384, 32, 64, 3), (1, 416, 384, 16, 32, 3)]
     for N, C, OC, H, W, k in convs:
         # the stem's input is the image: FRRN never computes its gx
         _bench_conv(ctx, N, max(1, C // s), max(1, OC // s), H // s, W // s, k, input_grad=C != 3)
