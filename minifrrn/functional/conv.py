@@ -39,8 +39,9 @@ cols: on wide layers x itself, whose band rows are copied with their padding wri
 the shift moves to KW shifted copies of gy, stacked for one GEMM again; elsewhere x padded); gx is
 the convolution of gy with the flipped, transposed kernel Wᵀ[:, :, ::-1, ::-1]
 padded by K − 1 − P, by the banded route too, with no col2im. For inputs of few channels (the RGB
-stem) that adjoint GEMM would have only C rows, so gx is Wᵀ·gy followed by col2im instead, also
-band by band.
+stem) that adjoint GEMM would have only C rows, and on small images (FRRN A's 16×32) the adjoint's
+flipped copy of the weights outweighs col2im's additions, so gx is Wᵀ·gy followed by col2im
+instead, also band by band.
 """
 from __future__ import annotations
 
