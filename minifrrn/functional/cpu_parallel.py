@@ -1,12 +1,14 @@
 """Memory-bound loops of the NumPy path on more than one core, in cache-sized pieces.
 
 NumPy runs one copy or addition on one core, and a pass over an array larger than the cache runs
-at the speed of main memory. Two remedies, used by im2col and col2im:
+at the speed of main memory. Two remedies, used by im2col, col2im, batch norm, pooling and
+upsampling:
 
 * split the work into independent channel ranges and run them on a few threads (NumPy releases the
-  GIL inside large copies and ufuncs, so the threads really run at once);
-* make each range small enough that the array being accumulated stays in cache while every
-  contribution is added to it (col2im adds KH·KW shifted slices into the same pixels).
+  GIL inside large copies and ufuncs, so the threads really run at once; it takes the GIL back
+  between calls, so each call should do enough work that the threads rarely wait for each other);
+* make each range small enough that what it works on stays in cache while every pass over it runs
+  (col2im adds KH·KW shifted slices into the same pixels, batch norm centres, scales and shifts).
 
 Small arrays run inline: starting threads costs more than it saves below ``MIN_PARALLEL_ELEMENTS``.
 Set ``MINIFRRN_CPU_THREADS`` to choose the number of threads (1 disables them).
