@@ -112,6 +112,26 @@ def _check_out(out, batch, m, n, dtype):
                          f"{out.dtype} {tuple(out.shape)}")
 
 
+def _matmul_gemm(xp, a, b, out, transpose_a, transpose_b, accumulate, alpha):
+    """The ``gemm`` contract with the array module's matmul: the emulator's product, and CuPy's
+    where it has no cuBLAS binding by the expected name."""
+    batch, m, n, k = gemm_shape(a, b, transpose_a, transpose_b)
+    if accumulate and out is None:
+        raise ValueError("gemm: accumulate needs out")
+    product = xp.matmul(a.swapaxes(-1, -2) if transpose_a else a,
+                        b.swapaxes(-1, -2) if transpose_b else b)
+    if alpha != 1:
+        product *= a.dtype.type(alpha)
+    if out is None:
+        return product
+    _check_out(out, batch, m, n, a.dtype)
+    if accumulate:
+        out += product
+    else:
+        out[...] = product
+    return out
+
+
 def _pad3(dims):
     dims = tuple(int(d) for d in dims)
     return dims + (1,) * (3 - len(dims))
@@ -174,23 +194,15 @@ class CupyExecutor:
         it computes outᵀ = op(b)ᵀ·op(a)ᵀ: b first, a second, each transposed in place by a flag; a
         2-D operand of a batched product has batch stride 0."""
         cp = cupy_or_none()
+        cublas = _cublas()
+        if cublas is None:  # no binding by that name: the array module's product
+            return _matmul_gemm(cp, a, b, out, transpose_a, transpose_b, accumulate, alpha)
         batch, m, n, k = gemm_shape(a, b, transpose_a, transpose_b)
         if out is None:
             if accumulate:
                 raise ValueError("gemm: accumulate needs out")
             out = cp.empty(((batch,) if batch else ()) + (m, n), dtype=a.dtype)
         _check_out(out, batch, m, n, a.dtype)
-        cublas = _cublas()
-        if cublas is None:  # no binding by that name: the array module's product
-            product = cp.matmul(a.swapaxes(-1, -2) if transpose_a else a,
-                                b.swapaxes(-1, -2) if transpose_b else b)
-            if alpha != 1:
-                product *= alpha
-            if accumulate:
-                out += product
-            else:
-                out[...] = product
-            return out
         scalars = self._ZERO_ONE[a.dtype]
         zero, one = scalars.ctypes.data, scalars.ctypes.data + scalars.itemsize
         scale = np.array(alpha, a.dtype) if alpha != 1 else None  # read by cuBLAS during the call
@@ -330,21 +342,7 @@ class EmulatorExecutor:
              alpha=1):
         """out = α·op(a) @ op(b) (or out += ...) with NumPy, under the GPU path's contract: the
         same shape, dtype and contiguity checks as ``CupyExecutor.gemm``."""
-        batch, m, n, k = gemm_shape(a, b, transpose_a, transpose_b)
-        product = np.matmul(a.swapaxes(-1, -2) if transpose_a else a,
-                            b.swapaxes(-1, -2) if transpose_b else b)
-        if alpha != 1:
-            product *= a.dtype.type(alpha)
-        if out is None:
-            if accumulate:
-                raise ValueError("gemm: accumulate needs out")
-            return product
-        _check_out(out, batch, m, n, a.dtype)
-        if accumulate:
-            out += product
-        else:
-            out[...] = product
-        return out
+        return _matmul_gemm(np, a, b, out, transpose_a, transpose_b, accumulate, alpha)
 
 
 def kernel_source_header():

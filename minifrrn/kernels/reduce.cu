@@ -5,8 +5,9 @@
 //                 or (x[n, c, j] - shift[c])^2    (power 2)            (T = blockDim.x * gridDim.x)
 //
 // blockIdx.y is the channel; each of the T threads of a channel writes its own partial sum, and one
-// matrix-vector product with ones (ops._row_sums: a single cuBLAS call) finishes the job. Consecutive threads
-// read consecutive pixels, so every load is coalesced, and there is no shared memory to manage.
+// matrix-vector product with ones (ops._row_sums: a single cuBLAS call) finishes the job.
+// Consecutive threads read consecutive pixels, so every load is coalesced, and there is no shared
+// memory to manage.
 // Summing a whole channel with one of CuPy's reductions over axes (0, 2, 3) instead gives each
 // channel one block: 3.4x slower on an H200 for 48 channels of 256x512 (0.091 vs 0.027 ms).
 //
