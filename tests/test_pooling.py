@@ -68,14 +68,16 @@ def first_max_gradient(x, gy, k):
     return gx
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("k,shape", [(2, (2, 3, 9, 7)), (3, (1, 2, 10, 9)), (4, (1, 3, 9, 13)),
-                                     (8, (1, 2, 17, 16)), (16, (2, 2, 33, 35))])
-def test_many_ties_go_to_the_first_maximum_in_row_major_order(poisoned_empty, k, shape):
+                                     (4, (2, 3, 8, 12)), (8, (1, 2, 17, 16)), (8, (2, 3, 16, 25)),
+                                     (16, (2, 2, 33, 35))])
+def test_many_ties_go_to_the_first_maximum_in_row_major_order(poisoned_empty, k, shape, dtype):
     # values from {0, 1, 2}: most windows hold several maxima, e.g. at (1, 0) and (0, 1)
-    x = np.random.default_rng(k).integers(0, 3, shape).astype(np.float64)
+    x = np.random.default_rng(k).integers(0, 3, shape).astype(dtype)
     gy = np.random.default_rng(k + 1).standard_normal((shape[0], shape[1], shape[2] // k,
-                                                        shape[3] // k))
-    t = mf.tensor(x, dtype=np.float64, requires_grad=True)
+                                                        shape[3] // k)).astype(dtype)
+    t = mf.tensor(x, dtype=dtype, requires_grad=True)
     y = F.max_pool2d(t, k)
     y.backward(gy)
     np.testing.assert_array_equal(y.data, naive_max_pool(x, k, k))
@@ -83,7 +85,8 @@ def test_many_ties_go_to_the_first_maximum_in_row_major_order(poisoned_empty, k,
     np.testing.assert_array_equal(t.grad, first_max_gradient(x, gy, k))
 
 
-@pytest.mark.parametrize("kernel", [(2, 1), (1, 3), (3, 2), (2, 5)])
+@pytest.mark.parametrize("kernel", [(2, 1), (1, 3), (3, 2), (2, 5), (2, 8), (8, 2), (4, 8), (1, 16),
+                                    (8, 4)])
 def test_rectangular_windows_with_ties(poisoned_empty, kernel):
     # one-column and one-row windows take their own branch of the column-then-row reduction
     kh, kw = kernel

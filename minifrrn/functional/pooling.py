@@ -10,11 +10,19 @@ gx[n, c, i·SH + p*, j·SW + q*] += gy[n, c, i, j] with (p*, q*) the argmax. Tie
 maximum in row-major window order (smallest p, then smallest q), as ``argmax`` returns it. Only the
 argmax (a small integer per output) is kept for backward, not the input.
 
-On the CPU, non-overlapping windows (stride = kernel, all that FRRN uses) are reduced separably:
-each window row's columns first, then the rows, with plain ufunc passes (``maximum``, ``greater``
-and integer arithmetic for the argmax) per cache-sized block of channels, on several threads.
+On the CPU, non-overlapping windows (stride = kernel, all that FRRN uses) take whole-array ufunc
+passes per cache-sized block of channels, on several threads. Forward, for windows of up to 64
+values: 4×4, 8×8 and other windows of 16 values or more whose sides are powers of two up to 8
+find the maximum first (rows, then columns) and then the first input equal to it, through bit masks
+of the comparison (``_equality_forward_block``); smaller windows reduce each window row's columns in
+a tournament, then the rows, carrying the argmax along (``_separable_forward_block``). Backward,
+windows of 16 values or more write each gradient at its winner's flat index into a zeroed gx
+(``_scatter_backward_block``); smaller ones go to the winning column of a row of windows, then to
+the winning row (``_separable_backward_block``).
 """
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
@@ -114,6 +122,71 @@ def _separable_forward_block(x, y, argmax, KH, KW):
         _select(argmax, better, row_arg[:, :, p::KH] + argmax.dtype.type(p * KW))
 
 
+# the bits of a row of KW window values, one byte each (0 or 1) read as one little-endian integer,
+# gathered into its top byte by one multiplication: byte q times 2^(8(KW−1) − 7q) lands on bit
+# 8(KW−1) + q; every other product of a byte and a term falls below bit 8(KW−1) on its own bit, or
+# beyond the word, so nothing carries into the top byte
+_ROW_BITS = {KW: (np.dtype(f"<u{KW}").type(sum(1 << (8 * (KW - 1) - 7 * q) for q in range(KW))),
+                  np.dtype(f"<u{KW}").type(8 * (KW - 1))) for KW in (2, 4, 8)}
+# windows of at least this many values take the scattering backward (``_scatter_backward_block``)
+SCATTER_MIN_VALUES = 16
+_WORDS = {1: np.uint8, 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
+
+
+def _by_equality(KH, KW):
+    """Whether non-overlapping KH×KW windows take ``_equality_forward_block``: its row masks fit
+    in a byte and a window's KH of them in one word, and there are enough values per window for
+    its fixed number of passes to beat the tournament (measured per block of channels: 0.85–0.87
+    of the tournament's time for 4×4, 0.57–0.59 for 8×8; for 2×2 it took twice as long)."""
+    return (KW in _ROW_BITS and KH in _WORDS and KH * KW >= 16
+            and sys.byteorder == "little")
+
+
+def _first_bit_table(KW):
+    """256 entries: for the exponent byte e of a float32 2^k (k = 8p + q, the lowest set bit of a
+    window word), the window offset p·KW + q; 0 where e is no such exponent (a window with no
+    match: NaN)."""
+    table = np.zeros(256, dtype=np.uint8)
+    k = np.arange(64)
+    p, q = k // 8, k % 8
+    table[127 + k] = np.where(q < KW, p * KW + q, 0)
+    return table
+
+
+_FIRST_BIT = {KW: _first_bit_table(KW) for KW in _ROW_BITS}
+
+
+def _equality_forward_block(x, y, argmax, KH, KW):
+    """Non-overlapping max pooling of one NumPy block by the maximum first, the argmax after.
+
+    y: every window's rows reduced together (``maximum.reduce`` over the KH rows, whole rows at a
+    time), then their columns (a tournament of pairs, as in ``_column_maxima``, without indices).
+    argmax: the first value equal to y in row-major window order. One comparison of x with y
+    repeated over each window's columns gives a byte per value (1 where x = y); a row of KW bytes,
+    read as one integer, is packed into KW bits (``_ROW_BITS``); the KH row masks of a window, row
+    p in byte p, form one little-endian word whose lowest set bit is 8p + q with p the first row
+    holding a maximum and q its first column in that row. word & −word isolates that bit, 2^(8p + q),
+    whose float32 exponent byte indexes a table of p·KW + q. Every pass is a whole-array ufunc: two
+    over x's size (the row reduction and the comparison), the rest over the windows' rows or
+    fewer. A window holding NaN has y = NaN and no match; its argmax is 0."""
+    N, C, OH, OW = y.shape
+    rows = x[:, :, :OH * KH, :OW * KW].reshape(N, C, OH, KH, OW * KW)
+    maxima = np.maximum.reduce(rows, axis=3)  # (N, C, OH, OW·KW)
+    while maxima.shape[-1] > 2 * OW:
+        maxima = np.maximum(maxima[..., 0::2], maxima[..., 1::2])
+    np.maximum(maxima[..., 0::2], maxima[..., 1::2], out=y)
+    is_max = np.equal(rows, np.repeat(y, KW, axis=-1)[:, :, :, None, :])  # (N, C, OH, KH, OW·KW)
+    magic, shift = _ROW_BITS[KW]
+    row_bits = np.multiply(is_max.view(magic.dtype), magic)  # (N, C, OH, KH, OW)
+    words = np.empty((N, C, OH, OW, KH), dtype=np.uint8)
+    np.right_shift(row_bits, shift, out=words.transpose(0, 1, 2, 4, 3), casting="unsafe")
+    words = words.view(_WORDS[KH])[..., 0]  # (N, C, OH, OW)
+    lowest = np.subtract(0, words, dtype=words.dtype)
+    lowest &= words
+    exponent = np.right_shift(lowest.astype(np.float32).view(np.uint32), 23)
+    np.take(_FIRST_BIT[KW], exponent, out=argmax, mode="clip")  # e < 256: clip is only a fast path
+
+
 def _separable_backward_block(gy, argmax, gx, KH, KW):
     """gx of non-overlapping max pooling for one NumPy block, rows of windows first: every element
     of gx is written once, gy where it won its window and 0 elsewhere (including the cropped edge).
@@ -122,9 +195,9 @@ def _separable_backward_block(gy, argmax, gx, KH, KW):
     its column q* of a row of KW·OW values (KW strided writes of output-sized arrays); then that
     row goes to row p* of its windows, zeros to the other KH − 1 rows (KH writes of whole rows of
     gx). Measured against what it replaced: 0.88–0.92 of the time of one multiply by a hit mask
-    per window offset for 4×4 (each writes every value of gx with a stride, KH·KW times in all),
-    0.70–0.76 of one broadcast pass over a 6-D view of gx for 8×8. Windows of up to 4 values keep
-    the per-offset multiply, which took under half the time for 2×2."""
+    per window offset for 4×4 (each writes every value of gx with a stride, KH·KW times in all).
+    Windows of up to 4 values keep the per-offset multiply, which took under half the time for 2×2;
+    windows of 16 values or more are scattered (``_scatter_backward_block``), faster still."""
     N, C, OH, OW = gy.shape
     gx[:, :, OH * KH:] = 0
     gx[:, :, :OH * KH, OW * KW:] = 0
@@ -140,6 +213,23 @@ def _separable_backward_block(gy, argmax, gx, KH, KW):
     p_star = np.repeat(p_star, KW, axis=-1)  # the winning row, for each of the window's columns
     for p in range(KH):
         np.multiply(winner_rows, p_star == p, out=gx[:, :, p:OH * KH:KH, :OW * KW])
+
+
+def _scatter_backward_block(gy, argmax, gx, c0, c1, KH, KW, corners):
+    """gx[:, c0:c1] of non-overlapping max pooling: zeros, then each gy written at the input its
+    window's winner came from (``gx.flat[index] = gy``, one write per window). ``corners`` (OH, OW):
+    the flat offset of every window's top-left value in a channel. Each input belongs to at most one
+    window, so plain assignment is right (no ``np.add.at``). Measured per block of channels against
+    the rows-of-windows backward: 0.48–0.53 of its time for 4×4, 0.34–0.35 for 8×8, 0.18–0.25 for
+    16×16; for 2×2 windows, whose index array is a quarter of gx, 1.5–2× slower than the per-offset
+    multiply."""
+    N, C, H, W = gx.shape
+    gx[:, c0:c1] = 0
+    p, q = np.divmod(np.arange(KH * KW), KW)
+    index = np.take(p * W + q, argmax[:, c0:c1])  # the winner's offset from its window's corner
+    index += corners
+    index += ((np.arange(N)[:, None] * C + np.arange(c0, c1)) * (H * W))[:, :, None, None]
+    gx.reshape(-1)[index] = gy[:, c0:c1]
 
 
 class MaxPool2dFunction(Function):
@@ -159,21 +249,23 @@ class MaxPool2dFunction(Function):
                                                     self.SW)
             return y
         index_dtype = np.uint8 if self.KH * self.KW <= 256 else np.int16
-        # non-overlapping windows (all that FRRN uses): columns, then rows, on NumPy arrays. Up to
-        # 8×8 in forward (for 16×16, even with the column tournament, it measured 1.3× slower than
-        # an argmax over the windows);
-        # up to 256 values in backward, whose offsets fit its uint8 index arithmetic (16×16 took
-        # 0.43 of the time of a scatter into a windows array)
-        self.separable = (self.SH, self.SW) == (self.KH, self.KW) and self.KH * self.KW <= 64
-        self.separable_backward = ((self.SH, self.SW) == (self.KH, self.KW)
-                                   and self.KH * self.KW <= 256)
+        non_overlapping = (self.SH, self.SW) == (self.KH, self.KW)
+        # non-overlapping windows (all that FRRN uses) of up to 64 values on NumPy arrays: the
+        # maximum, then the first value equal to it, for 4×4 and larger powers of two; a tournament
+        # of columns, then rows, for the others. Larger windows (16×16) take an argmax over the
+        # windows, where the tournament measured 1.3× slower. Backward scatters gy for windows of
+        # 16 values or more, and goes by rows of windows for smaller ones
+        self.separable = non_overlapping and self.KH * self.KW <= 64
+        self.scatter_backward = non_overlapping and self.KH * self.KW >= SCATTER_MIN_VALUES
+        self.separable_backward = non_overlapping and not self.scatter_backward
         if self.separable:
             y = np.empty((N, C, OH, OW), dtype=x.dtype)
             argmax = np.empty((N, C, OH, OW), dtype=index_dtype)
+            block_forward = (_equality_forward_block if _by_equality(self.KH, self.KW)
+                             else _separable_forward_block)
 
             def pool_channels(c0, c1):
-                _separable_forward_block(x[:, c0:c1], y[:, c0:c1], argmax[:, c0:c1], self.KH,
-                                         self.KW)
+                block_forward(x[:, c0:c1], y[:, c0:c1], argmax[:, c0:c1], self.KH, self.KW)
 
             par.over_channels(pool_channels, x)
             self.argmax = argmax
@@ -213,6 +305,15 @@ class MaxPool2dFunction(Function):
         KH, KW, SH, SW = self.KH, self.KW, self.SH, self.SW
         if self.ex is not None:
             return gpu.max_pool2d_backward(xp, self.ex, gy, self.argmax, self.x_shape, KH, KW, SH, SW)
+        if self.scatter_backward:
+            gx = np.empty(self.x_shape, dtype=gy.dtype)
+            corners = (np.arange(OH) * (KH * W))[:, None] + np.arange(OW) * KW
+
+            def scatter_channels(c0, c1):
+                _scatter_backward_block(gy, self.argmax, gx, c0, c1, KH, KW, corners)
+
+            par.over_channels(scatter_channels, gx)
+            return gx
         if self.separable_backward:
             gx = np.empty(self.x_shape, dtype=gy.dtype)
 
@@ -223,12 +324,6 @@ class MaxPool2dFunction(Function):
             return gx
         gx = xp.zeros(self.x_shape, dtype=gy.dtype)
         argmax = self.argmax.astype(np.int64)
-        if (SH, SW) == (KH, KW):
-            g = xp.zeros((N, C, OH, OW, KH * KW), dtype=gy.dtype)
-            xp.put_along_axis(g, argmax[..., None], gy[..., None], axis=-1)
-            gx[:, :, :OH * KH, :OW * KW] = g.reshape(N, C, OH, OW, KH, KW).transpose(
-                0, 1, 2, 4, 3, 5).reshape(N, C, OH * KH, OW * KW)
-            return gx
         # overlapping windows: one masked, vectorised add per window offset (no np.add.at)
         for p in range(KH):
             for q in range(KW):
