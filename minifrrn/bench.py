@@ -7,17 +7,19 @@ in the same run, as a ratio.
 * Batch norm, pooling and upsampling are memory-bound: their floor is one pass of memory traffic over
   their inputs and outputs (forward and backward), at the copy bandwidth measured on this machine.
 * A whole training step (forward + backward, no optimiser) is compared with the sum of the GEMM floors
-  of every convolution it runs.
+  of every convolution it runs: each repeat runs the step, then each distinct convolution's floor
+  GEMMs once, and that repeat's floor is their times weighted by how often the step runs them.
 
-The ``spread`` column is (max − min)/median over the repeats: of each repeat's conv/floor ratio for
-the convolutions (timed in turn with their floor), of the time otherwise. A large spread marks a
-figure that the machine's load moved; rerun before reading much into it.
+The ``spread`` column is (max − min)/median over the repeats: of each repeat's ratio for the
+convolutions and the training steps (timed in turn with their floors), of the time otherwise. A
+large spread marks a figure that the machine's load moved; rerun before reading much into it.
 
 On a GPU every timing synchronises and uses CUDA events. Peak memory is the peak of NumPy allocations
 (tracemalloc) on the CPU and the CuPy memory pool's size on the GPU.
 """
 from __future__ import annotations
 
+import collections
 import json
 import platform
 import statistics
@@ -152,17 +154,47 @@ def conv_gemm_floor(ctx, N, C, OC, H, W, k, stride=1, input_grad=True):
     return _timer(ctx, gemms), flops
 
 
-def _conv_gemms(ctx, N, C, OC, H, W, k, stride=1, input_grad=True):
-    """The GEMMs of an im2col conv forward+backward, as a function to time, and their flops."""
-    xp = ctx.xp
+def _output_size(H, W, k, stride):
+    """(OH, OW) of a k×k convolution with 'same' padding (k − 1) // 2."""
     pad = (k - 1) // 2
-    OH, OW = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
+    return (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
+
+
+def _gemm_operand_shapes(N, C, OC, H, W, k, stride=1, input_grad=True):
+    """The shapes of the floor GEMMs' operands and outputs for one convolution (no gcols when no
+    gradient flows to the input)."""
+    OH, OW = _output_size(H, W, k, stride)
     ckk, hw = C * k * k, OH * OW
-    Wm, cols, gy = _rand(ctx, (OC, ckk)), _rand(ctx, (N, ckk, hw), 1), _rand(ctx, (N, OC, hw), 2)
-    # outputs allocated once: the floor is GEMM time alone, whatever the allocator does (a fresh
-    # 200 MB result can cost as much again in first-touch page faults)
-    y, gW = xp.empty((N, OC, hw), np.float32), xp.empty((OC, ckk), np.float32)
-    gcols = xp.empty((N, ckk, hw), np.float32) if input_grad else None
+    shapes = {"Wm": (OC, ckk), "cols": (N, ckk, hw), "gy": (N, OC, hw), "y": (N, OC, hw),
+              "gW": (OC, ckk)}
+    if input_grad:
+        shapes["gcols"] = (N, ckk, hw)
+    return shapes
+
+
+def _gemm_buffers(ctx, shapes):
+    """Flat float32 buffers large enough for every operand (and output) in ``shapes`` (a list of
+    ``_gemm_operand_shapes`` results): the inputs random, the outputs allocated once, so that the
+    floor is GEMM time alone, whatever the allocator does (a fresh 200 MB result can cost as much
+    again in first-touch page faults). Several convolutions' floors take views of one set."""
+    names = {name for s in shapes for name in s}
+    sizes = {name: max(int(np.prod(s[name])) for s in shapes if name in s) for name in names}
+    buffers = {name: ctx.xp.empty(size, np.float32) for name, size in sizes.items()}
+    for seed, name in enumerate(("Wm", "cols", "gy")):
+        buffers[name] = _rand(ctx, (sizes[name],), seed)
+    return buffers
+
+
+def _conv_gemms(ctx, N, C, OC, H, W, k, stride=1, input_grad=True, buffers=None):
+    """The GEMMs of an im2col conv forward+backward, as a function to time, and their flops; the
+    operands are views of ``buffers`` (``_gemm_buffers``), made for this convolution if None."""
+    xp = ctx.xp
+    shapes = _gemm_operand_shapes(N, C, OC, H, W, k, stride, input_grad)
+    buffers = buffers or _gemm_buffers(ctx, [shapes])
+    Wm, cols, gy, y, gW = (buffers[name][:int(np.prod(shapes[name]))].reshape(shapes[name])
+                           for name in ("Wm", "cols", "gy", "y", "gW"))
+    gcols = (buffers["gcols"][:int(np.prod(shapes["gcols"]))].reshape(shapes["gcols"])
+             if input_grad else None)
 
     def gemms():
         xp.matmul(Wm, cols, out=y)
@@ -171,7 +203,17 @@ def _conv_gemms(ctx, N, C, OC, H, W, k, stride=1, input_grad=True):
         if input_grad:
             xp.matmul(Wm.T, gy, out=gcols)
 
-    return gemms, conv_gemm_floor_flops((N, C, OC, OH, OW, k, input_grad))
+    return gemms, conv_gemm_floor_flops((N, C, OC, *_output_size(H, W, k, stride), k, input_grad))
+
+
+def _append_paired(ctx, row, times, floors, flops):
+    """Fill ``row`` from times and floors (seconds) measured in turn, repeat by repeat: the
+    medians, their ratio, the spread of the per-repeat ratios and the GFLOP/s of ``flops`` at the
+    median time; append it to the context's rows."""
+    t, floor = statistics.median(times), statistics.median(floors)
+    row.ms, row.floor_ms, row.ratio, row.gflops = t * 1e3, floor * 1e3, t / floor, flops / t / 1e9
+    row.spread_pct = spread_pct([a / b for a, b in zip(times, floors)])
+    ctx.rows.append(row)
 
 
 def _bench_conv(ctx, N, C, OC, H, W, k, input_grad=True):
@@ -186,11 +228,9 @@ def _bench_conv(ctx, N, C, OC, H, W, k, input_grad=True):
 
     gemms, flops = _conv_gemms(ctx, N, C, OC, H, W, k, input_grad=input_grad)
     conv_times, floor_times = timed_runs([step, gemms], ctx.device, ctx.repeats)  # interleaved
-    t, floor = statistics.median(conv_times), statistics.median(floor_times)
-    paired_ratios = [a / b for a, b in zip(conv_times, floor_times)]
     shape = f"{N}x{C}->{OC} {H}x{W} k{k}" + ("" if input_grad else " no gx")
-    ctx.rows.append(Row("conv2d fwd+bwd", shape, t * 1e3, floor * 1e3, t / floor, flops / t / 1e9,
-                        _peak_mib(ctx, step), spread_pct=spread_pct(paired_ratios)))
+    _append_paired(ctx, Row("conv2d fwd+bwd", shape, 0.0, peak_mib=_peak_mib(ctx, step)),
+                   conv_times, floor_times, flops)
 
 
 def _bench_memory_bound(ctx, name, shape, fn, traffic_bytes):
@@ -239,18 +279,22 @@ def _bench_model(ctx, name, builder, H, W, checkpoint=False, repeats=None):
         model.zero_grad()
         F.bootstrapped_cross_entropy(model(x), target).backward()
 
-    t, spread = _timer_with_spread(ctx, step, repeats=repeats)
-    floors = {}
-    for shape in _conv_shapes_of(model, x):
-        if shape not in floors:
-            floors[shape] = [conv_gemm_floor(ctx, *shape[:6], input_grad=shape[6])[0], 0]
-        floors[shape][1] += 1
-    floor = sum(t_ * count for t_, count in floors.values())
-    flops = sum(conv_gemm_floor_flops(s) * c for s, (_, c) in floors.items())
+    counts = collections.Counter(_conv_shapes_of(model, x))
+    # the floor GEMMs of every distinct conv shape, timed in turn with the step (step, then each
+    # shape once, every repeat), on views of one set of buffers sized for the largest
+    buffers = _gemm_buffers(ctx, [_gemm_operand_shapes(*shape[:6], input_grad=shape[6])
+                                  for shape in counts])
+    gemms = [_conv_gemms(ctx, *shape[:6], input_grad=shape[6], buffers=buffers)[0]
+             for shape in counts]
+    step_times, *gemm_times = timed_runs([step] + gemms, ctx.device, repeats or ctx.repeats)
+    del buffers, gemms
+    floors = [sum(count * times[r] for count, times in zip(counts.values(), gemm_times))
+              for r in range(len(step_times))]
+    flops = sum(conv_gemm_floor_flops(shape) * count for shape, count in counts.items())
     label = f"{name} train step" + (" (checkpointing)" if checkpoint else "")
-    ctx.rows.append(Row(label, f"1x3x{H}x{W}", t * 1e3, floor * 1e3, t / floor, flops / t / 1e9,
-                        _peak_mib(ctx, step), note="floor: sum of its conv GEMM floors",
-                        spread_pct=spread))
+    row = Row(label, f"1x3x{H}x{W}", 0.0, peak_mib=_peak_mib(ctx, step),
+              note="floor: sum of its conv GEMM floors")
+    _append_paired(ctx, row, step_times, floors, flops)
 
 
 def conv_gemm_floor_flops(shape):

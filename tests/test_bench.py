@@ -46,3 +46,40 @@ def test_median_times_interleaves_the_functions_it_compares():
 def test_spread_is_the_range_over_the_median():
     assert spread_pct([2.0, 1.0, 4.0]) == 150.0  # (4 − 1) / 2
     assert spread_pct([3.0, 3.0, 3.0]) == 0.0
+
+
+def test_model_floor_sums_each_repeats_conv_gemms_times_their_counts(monkeypatch):
+    """A model step is timed in turn with one run of each distinct conv shape's floor GEMMs: each
+    repeat's floor is Σ count × that repeat's GEMM time, the row's ratio the median step over the
+    median floor."""
+    import collections
+    import statistics
+
+    import numpy as np
+
+    from minifrrn import bench
+    from minifrrn.autograd import tensor
+    from minifrrn.models import frrn_tiny
+
+    step_times = [1.0, 2.0, 4.0]
+    calls = []
+
+    def fake_timed_runs(fns, device="cpu", repeats=5, warmup=1):
+        calls.append(len(fns))
+        # the k-th floor function "takes" (k + 1)·(r + 1) ms in repeat r
+        return [step_times] + [[(k + 1) * (r + 1) * 1e-3 for r in range(repeats)]
+                               for k in range(len(fns) - 1)]
+
+    monkeypatch.setattr(bench, "timed_runs", fake_timed_runs)
+    ctx = bench.Context("cpu", 3, np)
+    bench._bench_model(ctx, "frrn_tiny", frrn_tiny, 32, 64)
+    counts = collections.Counter(bench._conv_shapes_of(
+        frrn_tiny(seed=0), tensor(np.zeros((1, 3, 32, 64), np.float32))))
+    assert calls == [1 + len(counts)] and max(counts.values()) > 1
+    floors = [sum(count * (k + 1) * (r + 1) * 1e-3 for k, count in enumerate(counts.values()))
+              for r in range(3)]
+    (row,) = ctx.rows
+    assert np.isclose(row.floor_ms, 1e3 * statistics.median(floors))
+    assert np.isclose(row.ratio, statistics.median(step_times) / statistics.median(floors))
+    ratios = [t / f for t, f in zip(step_times, floors)]
+    assert np.isclose(row.spread_pct, spread_pct(ratios))
