@@ -73,17 +73,19 @@ def run_ranges(work, pieces, elements):
         future.result()  # re-raises a worker's exception here
 
 
-def over_channels(work, big, cache_blocked=True, elements=None):
+def over_channels(work, big, cache_blocked=True, elements=None, block_bytes=None):
     """Run ``work(c0, c1)`` over channel ranges of the NumPy array ``big`` (N, C, ...), the largest
     array the work reads or writes: cache-sized blocks when ``cache_blocked`` (every pass after the
     first then reads from cache), otherwise one range per thread (for work whose per-call NumPy
     overhead would multiply over many small blocks). ``elements``: the size of the whole job, when
-    it is larger than ``big``'s."""
+    it is larger than ``big``'s. ``block_bytes``: the size of a block of ``big``, when not
+    ``CACHE_BLOCK_BYTES``."""
     C = big.shape[1]
     elements = big.size if elements is None else elements
     threads = cpu_threads() if elements >= MIN_PARALLEL_ELEMENTS else 1
     if cache_blocked:
-        size = CACHE_BLOCK_BYTES // max(1, big.nbytes // max(C, 1))
+        block_bytes = CACHE_BLOCK_BYTES if block_bytes is None else block_bytes
+        size = block_bytes // max(1, big.nbytes // max(C, 1))
         if threads > 1:
             size = min(size, -(-C // (BLOCKS_PER_THREAD * threads)))
     else:
