@@ -113,9 +113,19 @@ def _separable_forward_block(x, y, argmax, KH, KW):
     OH, OW = y.shape[2:]
     x = x[:, :, :OH * KH, :OW * KW]
     row_max, row_arg = _column_maxima(x, KW, argmax.dtype)
-    y[...] = row_max[:, :, 0::KH]
-    argmax[...] = row_arg[:, :, 0::KH]
-    for p in range(1, KH):
+    if KH == 1:
+        y[...], argmax[...] = row_max, row_arg
+        return
+    # rows 0 and 1 straight into y and argmax, with no copy of row 0 first:
+    # argmax = arg0 + better·(arg1 + KW − arg0), in uint8 arithmetic that wraps and lands exactly
+    first, second = row_max[:, :, 0::KH], row_max[:, :, 1::KH]
+    better = np.greater(second, first)
+    np.maximum(first, second, out=y)
+    np.subtract(row_arg[:, :, 1::KH], row_arg[:, :, 0::KH], out=argmax)
+    argmax += argmax.dtype.type(KW)
+    argmax *= better.view(np.uint8)
+    argmax += row_arg[:, :, 0::KH]
+    for p in range(2, KH):
         row = row_max[:, :, p::KH]
         better = row > y
         np.maximum(y, row, out=y)
