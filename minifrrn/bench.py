@@ -179,9 +179,10 @@ def _gemm_buffers(ctx, shapes):
     again in first-touch page faults). Several convolutions' floors take views of one set."""
     names = {name for s in shapes for name in s}
     sizes = {name: max(int(np.prod(s[name])) for s in shapes if name in s) for name in names}
-    buffers = {name: ctx.xp.empty(size, np.float32) for name, size in sizes.items()}
-    for seed, name in enumerate(("Wm", "cols", "gy")):
-        buffers[name] = _rand(ctx, (sizes[name],), seed)
+    inputs = ("Wm", "cols", "gy")
+    buffers = {name: _rand(ctx, (sizes[name],), seed) for seed, name in enumerate(inputs)}
+    buffers.update((name, ctx.xp.empty(size, np.float32)) for name, size in sizes.items()
+                   if name not in inputs)
     return buffers
 
 

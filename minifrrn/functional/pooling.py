@@ -138,8 +138,6 @@ def _separable_forward_block(x, y, argmax, KH, KW):
 # beyond the word, so nothing carries into the top byte
 _ROW_BITS = {KW: (np.dtype(f"<u{KW}").type(sum(1 << (8 * (KW - 1) - 7 * q) for q in range(KW))),
                   np.dtype(f"<u{KW}").type(8 * (KW - 1))) for KW in (2, 4, 8)}
-# windows of at least this many values take the scattering backward (``_scatter_backward_block``)
-SCATTER_MIN_VALUES = 16
 _WORDS = {1: np.uint8, 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
 
 
@@ -223,6 +221,10 @@ def _separable_backward_block(gy, argmax, gx, KH, KW):
     p_star = np.repeat(p_star, KW, axis=-1)  # the winning row, for each of the window's columns
     for p in range(KH):
         np.multiply(winner_rows, p_star == p, out=gx[:, :, p:OH * KH:KH, :OW * KW])
+
+
+# windows of at least this many values take the scattering backward (``_scatter_backward_block``)
+SCATTER_MIN_VALUES = 16
 
 
 def _scatter_backward_block(gy, argmax, gx, c0, c1, KH, KW, corners):
