@@ -48,11 +48,11 @@ def test_overfitting_one_batch_drives_the_loss_down():
     assert losses[-1] < 0.1 * losses[0]
 
 
-def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(data_root, tmp_path):
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(data_root, tmp_path, capsys):
     straight = Trainer(config(data_root, tmp_path / "a", steps=4))
     straight.run()
     # the same run, interrupted by Ctrl-C during its third step: it finishes that step, saves, stops
-    first = Trainer(config(data_root, tmp_path / "b", steps=4))
+    first = Trainer(config(data_root, tmp_path / "b", steps=4, quiet=False))
     original, calls = first.loss_fn, []
 
     def interrupt_on_third_step(logits, target):
@@ -64,6 +64,10 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(data_root, tmp_
     first.loss_fn = interrupt_on_third_step
     with pytest.raises(KeyboardInterrupt):
         first.run()
+    # how to continue, from the command line and from Python
+    said = capsys.readouterr().out
+    assert f"minifrrn train --resume --out {tmp_path / 'b'}" in said
+    assert f"resume=True, out={str(tmp_path / 'b')!r}" in said
     resumed = Trainer(config(data_root, tmp_path / "b", steps=4, resume=True))
     assert resumed.step == 3
     resumed.run()

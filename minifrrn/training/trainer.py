@@ -354,7 +354,9 @@ class Trainer:
                     if self._stop_requested:
                         self.save()
                         self._say(f"interrupted at step {self.step}: saved {self.out / 'last.npz'};"
-                                  f" continue with: minifrrn train --resume --out {self.out}")
+                                  f" continue with: minifrrn train --resume --out {self.out} "
+                                  f"(from Python: the same TrainConfig with resume=True, "
+                                  f"out={str(self.out)!r})")
                         raise KeyboardInterrupt
                     if self.step >= config.steps:
                         break
