@@ -10,7 +10,7 @@ import minifrrn as mf
 import minifrrn.functional as F
 from minifrrn.cli import main
 from minifrrn.data import synth
-from minifrrn.models import frrn_tiny
+from minifrrn.models import FRRN, frrn_tiny
 from minifrrn.optim import Adam
 from minifrrn.training import (CheckpointError, TrainConfig, Trainer, load_checkpoint, load_model,
                                resize_scores, save_checkpoint)
@@ -113,6 +113,25 @@ def test_corrupt_and_foreign_checkpoints_are_clear_errors(tmp_path, data_root):
                                                                       "num_classes": 19})
     with pytest.raises(CheckpointError, match="does not fit"):
         load_model(other)
+
+
+def test_a_hand_built_model_is_loaded_by_passing_it(tmp_path):
+    spec = dict(encoder=[[1, 8, 2], [1, 8, 4]], decoder=[[1, 8, 2]], stem_channels=8,
+                z_channels=4, head_channels=8, stem_units=1, head_units=1, num_classes=5)
+    trained = FRRN(**spec)
+    path = save_checkpoint(tmp_path / "custom.npz", trained.state_dict(), {}, {"model": "mine"})
+    with pytest.raises(CheckpointError, match="model=") as error:
+        load_model(path)
+    assert "'mine'" in str(error.value)
+    fresh = FRRN(**spec)  # initialised from where the random stream went on: other weights
+    assert any(not np.array_equal(a, b) for a, b in zip(trained.state_dict().values(),
+                                                        fresh.state_dict().values()))
+    model, meta = load_model(path, model=fresh)
+    assert model is fresh and not model.training and meta["model"] == "mine"
+    for (name, a), (_, b) in zip(trained.state_dict().items(), model.state_dict().items()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    with pytest.raises(CheckpointError, match="does not fit model FRRN"):
+        load_model(path, model=FRRN(**{**spec, "num_classes": 7}))
 
 
 def test_resize_scores_is_bilinear_with_half_pixel_centres():

@@ -137,13 +137,22 @@ def evaluate_model(model, dataset, device="cpu", limit=None, batch_size=1):
     return evaluator.results()
 
 
-def load_model(checkpoint, device="cpu"):
-    """Rebuild the model stored in a checkpoint; returns (model, meta)."""
+def load_model(checkpoint, device="cpu", model=None):
+    """The model stored in a checkpoint, in eval mode on ``device``; returns (model, meta).
+
+    A checkpoint names its model (``tiny``, ``frrn_a``, ``frrn_b``), which is rebuilt here. For a
+    model built by hand (an ``FRRN`` of another spec, any ``Module``), pass it as ``model``: the
+    checkpoint's weights are loaded into it, and must fit it."""
     model_state, _, meta = load_checkpoint(checkpoint)
     name = meta.get("model")
-    if name not in MODELS:
-        raise CheckpointError(f"checkpoint {checkpoint} names an unknown model {name!r}")
-    model = build_model(name, num_classes=meta.get("num_classes", 19))
+    if model is None:
+        if name not in MODELS:
+            raise CheckpointError(f"checkpoint {checkpoint} names the model {name!r}, which is not "
+                                  f"one of tiny, frrn_a, frrn_b: build it and pass it as "
+                                  f"load_model(..., model=...)")
+        model = build_model(name, num_classes=meta.get("num_classes", 19))
+    else:
+        name = type(model).__name__
     try:
         model.load_state_dict(model_state)
     except (KeyError, ValueError) as error:
