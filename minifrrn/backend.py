@@ -32,7 +32,8 @@ __all__ = [
 ]
 
 DEVICES = ("cpu", "gpu")
-_INSTALL_HINT = 'install the GPU extra with: pip install "minifrrn[gpu]"'
+_INSTALL_HINT = ('install the GPU extra with: pip install "minifrrn[gpu]" (CUDA 12) or '
+                 '"minifrrn[gpu-cuda13]" (CUDA 13)')
 
 
 class GPUUnavailableError(RuntimeError):
