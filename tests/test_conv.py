@@ -112,7 +112,7 @@ def small_bands(request, monkeypatch):
     variant, rows = request.param
     monkeypatch.setattr(conv_module, "_rows_per_band", lambda row_bytes, OH: min(rows, OH))
     monkeypatch.setattr(conv_module, "ADJOINT_MIN_CHANNELS", 1)
-    monkeypatch.setattr(conv_module, "ADJOINT_MIN_PIXELS", 1)
+    monkeypatch.setattr(conv_module, "ADJOINT_MIN_PIXELS_PER_FILTER", 0)
     in_place = variant == "column offsets"
     monkeypatch.setattr(conv_module, "OFFSETS_MIN_INNER", 1 if in_place else 10 ** 9)
     monkeypatch.setattr(conv_module, "OFFSETS_MIN_PIXELS", 1 if in_place else 10 ** 9)
@@ -160,10 +160,22 @@ def test_banded_route_gx_by_banded_col2im_for_few_input_channels(monkeypatch, po
     mf.gradcheck(lambda x, W, b: F.conv2d(x, W, b, pad=pad), [x, W, b])
 
 
+def test_gx_route_follows_the_weights_against_the_batch_pixels():
+    # FRRN A's 384-filter layers at 16x32, one image: the flipped weights would outweigh col2im
+    assert conv_module._gx_by_col2im(416, 384, 16 * 32)
+    # the same layer on a batch of 4, and small layers on a batch of 8: the adjoint convolution
+    assert not conv_module._gx_by_col2im(384, 384, 4 * 16 * 32)
+    assert not conv_module._gx_by_col2im(40, 32, 8 * 16 * 32)
+    assert not conv_module._gx_by_col2im(48, 48, 8 * 16)
+    # an RGB input, whatever its size
+    assert conv_module._gx_by_col2im(3, 48, 8 * 256 * 512)
+
+
 @pytest.mark.parametrize("kernel,pad", BANDED[:5])
 def test_banded_route_gx_by_banded_col2im_for_small_images(monkeypatch, poisoned_empty, kernel,
                                                            pad):
-    assert conv_module.ADJOINT_MIN_PIXELS > 6 * 5  # the default sends these small images to col2im
+    # as many filters as output pixels: col2im, as for FRRN A's deepest layers
+    monkeypatch.setattr(conv_module, "ADJOINT_MIN_PIXELS_PER_FILTER", 10 ** 6)
     monkeypatch.setattr(conv_module, "BAND_BYTES", 1)  # bands of one row: neighbours share rows
     rng = np.random.default_rng(sum(kernel) * 17 + sum(pad))
     x, W = rng.standard_normal((2, 20, 6, 5)), rng.standard_normal((3, 20) + kernel)

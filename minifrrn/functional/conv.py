@@ -39,9 +39,9 @@ cols: on wide layers x itself, whose band rows are copied with their padding wri
 the shift moves to KW shifted copies of gy, stacked for one GEMM again; elsewhere x padded); gx is
 the convolution of gy with the flipped, transposed kernel Wᵀ[:, :, ::-1, ::-1]
 padded by K − 1 − P, by the banded route too, with no col2im. For inputs of few channels (the RGB
-stem) that adjoint GEMM would have only C rows, and on small images (FRRN A's 16×32) the adjoint's
-flipped copy of the weights outweighs col2im's additions, so gx is Wᵀ·gy followed by col2im
-instead, also band by band.
+stem) that adjoint GEMM would have only C rows, and where the weights are large beside the batch's
+pixels (FRRN A's 384-filter layers at 16×32, one image) the adjoint's flipped copy of the weights
+outweighs col2im's additions, so gx is Wᵀ·gy followed by col2im instead, also band by band.
 """
 from __future__ import annotations
 
@@ -62,11 +62,14 @@ BAND_BYTES = 1 << 23  # rows per band: about 8 MiB of cols or input rows (of 1-3
 # (the 3-channel stem) it runs far below BLAS speed, and Wᵀ·gy followed by col2im, band by band,
 # is faster
 ADJOINT_MIN_CHANNELS = 16
-# ... and on small images too: below this many output pixels the adjoint's flipped, transposed copy
-# of the weights and its own band of cols cost more than col2im's additions (fwd+bwd / GEMM floor,
-# adjoint -> col2im: 416->384 and 384->384 at 16x32, 1.41-1.45 -> 1.32; at 32x64, 1.24-1.35 either
-# way; at 64x128 and above the adjoint is faster, 1.02-1.14 against 1.21-1.27)
-ADJOINT_MIN_PIXELS = 2048
+# ... and when the weights are large beside the batch's pixels: the adjoint's flipped, transposed
+# copy of the weights (OC·C·KH·KW values) outweighs col2im's additions (KH·KW·C per output pixel)
+# below this many output pixels, over the whole batch, per filter. Measured, gx alone, adjoint /
+# col2im: 416->384 at 16x32, batch 1 (1.3 pixels per filter), 1.17 (the layer's fwd+bwd went from
+# 1.41-1.45 to 1.32 of its GEMM floor); 2.7 pixels per filter (48->48 at 8x16, 192->192 at 16x32,
+# 384->384 at 16x32 in a batch of 2), 0.80-1.02; 5.3 and more, 0.55-0.97 (224->384 at 32x64, 1.11,
+# the one exception); the synthetic main job's layers at 16x32 and 8x16 in batches of 8, 0.54-0.69
+ADJOINT_MIN_PIXELS_PER_FILTER = 2
 # the banded route reads kernel columns in place above both: below, its GEMM of inner size C·KH
 # loses more than the copies save (measured fwd+bwd, in place / whole cols: the RGB stem, inner
 # size 15, 3.4x; 384->384 and 416->384 at 16x32, 1.2x; at 32x64 and above, 0.74-0.99x), so each
@@ -337,6 +340,14 @@ def _by_column_offsets(channels, KH, pixels):
     return channels * KH >= OFFSETS_MIN_INNER and pixels >= OFFSETS_MIN_PIXELS
 
 
+def _gx_by_col2im(channels, filters, batch_pixels):
+    """Whether gx of a banded convolution is Wᵀ·gy followed by col2im, rather than the adjoint
+    convolution: for inputs of few channels, and for weights large beside the batch's output
+    pixels (``ADJOINT_MIN_CHANNELS``, ``ADJOINT_MIN_PIXELS_PER_FILTER``)."""
+    return (channels < ADJOINT_MIN_CHANNELS
+            or batch_pixels < ADJOINT_MIN_PIXELS_PER_FILTER * filters)
+
+
 def banded_conv2d(x, W, PH, PW):
     """Stride-1 convolution of NumPy x (N, C, H, W) with W (OC, C, KH, KW) one band of output rows
     at a time (module docstring). Returns (y, kept): y (N, OC, OH, OW) and what gW reads its bands
@@ -468,8 +479,7 @@ class Conv2dFunction(Function):
             gW = _weight_grad_in_bands(gy, self.kept, self.W_shape, self.x_shape, self.PH, self.PW)
         if has_bias and self.needs_input_grad[2]:
             gb = gy.sum(axis=(0, 2, 3))
-        by_col2im = (self.x_shape[1] < ADJOINT_MIN_CHANNELS
-                     or gy.shape[2] * gy.shape[3] < ADJOINT_MIN_PIXELS)
+        by_col2im = _gx_by_col2im(self.x_shape[1], OC, gy.shape[0] * gy.shape[2] * gy.shape[3])
         if self.needs_input_grad[0] and by_col2im:
             gx = np.ascontiguousarray(_input_grad_in_bands(gy, self.Wm, self.x_shape, KH, KW,
                                                            self.PH, self.PW))
