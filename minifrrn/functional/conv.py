@@ -471,7 +471,7 @@ class Conv2dFunction(Function):
         """The gradients of the banded route, from what forward kept (x, or x padded and flattened):
         gW from bands of cols, gb = Σ gy, and gx as the banded convolution of gy with the flipped,
         transposed kernel padded by K − 1 − P (as col2im(Wᵀ·gy), band by band, for inputs of few
-        channels and small images)."""
+        channels and for weights large beside the batch's output pixels: ``_gx_by_col2im``)."""
         gy = np.ascontiguousarray(gy)
         OC, _, KH, KW = self.W_shape
         gx = gW = gb = None

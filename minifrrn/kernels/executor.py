@@ -160,9 +160,10 @@ def _cublas():
 class CupyExecutor:
     """Launches on the GPU. Every call's host time counts: a FRRN A step at 256×512 issues about
     500 kernels and 200 matrix products, and through CuPy's general-purpose calls Python issued
-    them more slowly than the GPU ran them. So compiled kernels are looked up once per (name, dtype, device), and ``gemm`` calls cuBLAS
-    directly rather than through ``cupy.matmul``, whose checks, broadcasting and copies of
-    transposed operands cost more host time than the call itself."""
+    them more slowly than the GPU ran them. So compiled kernels are looked up once per (name,
+    dtype, device), and ``gemm`` calls cuBLAS directly rather than through ``cupy.matmul``, whose
+    checks, broadcasting and copies of transposed operands cost more host time than the call
+    itself."""
 
     _modules: dict = {}
     _functions: dict = {}
