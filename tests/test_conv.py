@@ -182,6 +182,20 @@ def test_banded_route_gx_by_banded_col2im_for_small_images(monkeypatch, poisoned
     mf.gradcheck(lambda x, W: F.conv2d(x, W, pad=pad), [x, W])
 
 
+def test_bands_are_as_few_as_fit_and_even():
+    # FRRN A's 384-channel layers at 32x64: two bands of 16 rows, not 27 and 5
+    row_bytes = 384 * 3 * 66 * 4
+    assert conv_module.BAND_BYTES // row_bytes == 27
+    assert conv_module._rows_per_band(row_bytes, 32) == 16
+    for OH in range(1, 80):
+        for most in range(1, 40):  # the most rows a band may hold
+            rows = conv_module._rows_per_band(conv_module.BAND_BYTES // most, OH)
+            bands = -(-OH // rows)
+            assert rows <= most
+            assert bands == -(-OH // min(most, OH))  # no more bands than the size demands
+            assert OH - (bands - 1) * rows >= rows - (bands - 1)  # the last band is no sliver
+
+
 def test_banded_route_agrees_with_im2col_on_a_wide_layer(small_bands):
     # many channels, one output channel: the adjoint convolution that gives gx has 1 input channel
     rng = np.random.default_rng(13)
