@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import minifrrn as mf
-import minifrrn.functional as F
 from minifrrn.autograd import Function
 
 

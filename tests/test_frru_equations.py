@@ -121,12 +121,6 @@ def test_identity_path_reaches_every_residual_input():
     np.testing.assert_array_equal(zs[n].grad, zs[-1].grad)
 
 
-def _cbr(x, seq):
-    conv, bn = seq[0], seq[1]
-    return F.relu(F.batch_norm(x, bn.weight, bn.bias, bn.running_mean.data.copy(),
-                               bn.running_var.data.copy(), True, eps=bn.eps))
-
-
 def test_without_G_the_chain_is_a_residual_network():
     # G's contribution removed: every unit receives y = 0, so z_n = z_{n-1} + H(0, z_{n-1}), a ResNet
     # whose block is built here from the same weights (only the z-part of the first conv matters)

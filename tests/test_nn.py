@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 import minifrrn as mf
-import minifrrn.functional as F
 from minifrrn import nn
 
 

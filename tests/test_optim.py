@@ -1,6 +1,4 @@
 """Optimisers against hand-computed steps on f(p) = ½·Σ a·p² (gradient a·p)."""
-import math
-
 import numpy as np
 import pytest
 

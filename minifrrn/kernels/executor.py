@@ -256,7 +256,7 @@ def _launcher_source(filename, kernels):
         lines.append("        for (unsigned emu_tz = 0; emu_tz < emu_bz; ++emu_tz)")
         lines.append("        for (unsigned emu_ty = 0; emu_ty < emu_by; ++emu_ty)")
         lines.append("        for (unsigned emu_tx = 0; emu_tx < emu_bx; ++emu_tx) {")
-        lines.append(f"            threadIdx = {{emu_tx, emu_ty, emu_tz}};")
+        lines.append("            threadIdx = {emu_tx, emu_ty, emu_tz};")
         lines.append(f"            {name}({call});")
         lines.append("        }")
         lines.append("    }")
