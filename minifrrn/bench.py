@@ -308,6 +308,8 @@ def conv_gemm_floor_flops(shape):
 def run_benchmarks(device="cpu", quick=False, tiny=False, repeats=None, checkpointing=True):
     """Run every benchmark and return (rows, machine dict)."""
     check_device(device)
+    if repeats is not None and repeats < 1:
+        raise ValueError(f"--repeats must be >= 1 (or left out for the default), got {repeats}")
     xp = cupy_or_none() if device == "gpu" else np
     ctx = Context(device, repeats or (3 if quick or tiny else 5), xp)
     _measure_machine(ctx, tiny)

@@ -1,6 +1,8 @@
 """The benchmark runs and reports well-formed figures (no wall-time assertions)."""
 import json
 
+import pytest
+
 from minifrrn.bench import median_times, run_benchmarks, spread_pct
 from minifrrn.cli import main
 
@@ -33,6 +35,14 @@ def test_bench_gpu_without_gpu_is_a_clear_error(capsys, monkeypatch):
     monkeypatch.setattr(backend, "gpu_available", lambda: False)
     assert main(["bench", "--device", "gpu"]) == 2
     assert "minifrrn[gpu]" in capsys.readouterr().err or "gpu" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("repeats", ["0", "-3"])
+def test_bench_cli_refuses_repeats_below_one(repeats, capsys):
+    assert main(["bench", "--tiny", "--repeats", repeats]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--repeats must be >= 1 (or left out for the default), got {repeats}" in err
+    assert len(err.splitlines()) == 1
 
 
 def test_median_times_interleaves_the_functions_it_compares():

@@ -162,11 +162,27 @@ def test_cli_train_end_to_end_and_predict(data_root, tmp_path, capsys):
     (["--model", "frrn_c"], "unknown model 'frrn_c'"),
     (["--device", "tpu"], "device must be one of"),
     (["--steps", "0"], "--steps must be >= 1"),
+    (["--milestone", "0"], "--milestone must be >= 1"),
+    (["--val-frames", "0"], "--val-frames must be >= 1"),
+    (["--max-shift", "-1"], "--max-shift must be >= 0"),
+    (["--num-workers", "-2"], "--num-workers must be >= 0"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(args, message, capsys):
     assert main(["train", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_downsample_that_misfits_the_model_names_the_factors_that_fit(data_root, tmp_path,
+                                                                         capsys):
+    # the test frames are 32x64; frrn_tiny needs sides divisible by 8: 32x64, 16x32 and 8x16 fit
+    assert main(["train", "--data", str(data_root), "--downsample", "3", "--out",
+                 str(tmp_path / "r"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert ("frrn_tiny needs image sides divisible by 8, but --downsample 3 makes the 32x64 images "
+            "10x21: use --downsample 1, 2 or 4") in err
+    assert not (tmp_path / "r" / "last.npz").exists()
 
 
 def test_cli_resume_with_a_checkpoint_of_another_model(data_root, tmp_path, capsys):

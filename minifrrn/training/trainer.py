@@ -22,7 +22,7 @@ from .. import functional as F
 from ..autograd import no_grad, tensor
 from ..backend import as_numpy, check_device, get_array_module, to_device
 from ..data import Cityscapes, DataLoader, ensure_synthetic
-from ..data.cityscapes import read_instance_ids, read_label_ids
+from ..data.cityscapes import read_image, read_instance_ids, read_label_ids
 from ..data.labels import TRAIN2ID
 from ..metrics import CityscapesEvaluator, ConfusionMatrix
 from ..models import MODELS, build_model
@@ -64,9 +64,16 @@ class TrainConfig:
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}: choose one of tiny, frrn_a, frrn_b")
         check_device(self.device)
-        for name in ("steps", "batch_size", "val_every", "downsample"):
+        for name in ("steps", "batch_size", "val_every", "downsample", "milestone"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.val_frames is not None and self.val_frames < 1:
+            raise ValueError(f"--val-frames must be >= 1 (or left out for every val frame), got "
+                             f"{self.val_frames}")
+        for name in ("max_shift", "num_workers"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
         if self.lr <= 0:
             raise ValueError(f"--lr must be positive, got {self.lr}")
         if self.loss not in ("bootstrapped", "ce"):
@@ -202,8 +209,7 @@ class Trainer:
             self.train_set.max_shift = default_max_shift(self.train_set[0]["image"].shape[2])
         self.val_set = Cityscapes(self.root, "val", config.downsample, for_training=False)
         self.model = build_model(config.model, seed=config.seed, checkpoint=config.checkpointing)
-        height, width = self.train_set[0]["image"].shape[1:]
-        self.model.check_input(np.zeros((1, 3, height, width), np.float32))
+        self._check_image_size()
         self.model.to(config.device)
         self.optimizer = Adam(self.model.parameters(), lr=config.lr)
         if config.schedule == "cosine":
@@ -221,6 +227,23 @@ class Trainer:
         self.history = {"steps": [], "losses": [], "val_steps": [], "val_ious": []}
         if config.resume:
             self._resume()
+
+    def _check_image_size(self):
+        """The downsampled images must fit the model (sides divisible by its deepest pooling); if
+        not, name the --downsample factors that do, before any training."""
+        height, width = self.train_set[0]["image"].shape[1:]
+        factor = self.model.factor
+        if height % factor == 0 and width % factor == 0:
+            return
+        full_height, full_width = read_image(self.train_set.frames[0].image_path).shape[:2]
+        fitting = [d for d in range(1, 33) if full_height // d >= factor
+                   and (full_height // d) % factor == 0 and (full_width // d) % factor == 0]
+        advice = (f"use --downsample {', '.join(map(str, fitting[:-1]))} or {fitting[-1]}"
+                  if len(fitting) > 1 else f"use --downsample {fitting[0]}" if fitting
+                  else "no --downsample factor fits these images")
+        raise ValueError(f"{self.model.name} needs image sides divisible by {factor}, but "
+                         f"--downsample {self.config.downsample} makes the {full_height}x"
+                         f"{full_width} images {height}x{width}: {advice}")
 
     # --- files -------------------------------------------------------------------------------------
     def _check_writable(self):
