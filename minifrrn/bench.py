@@ -49,6 +49,7 @@ class Row:
     peak_mib: float | None = None
     note: str = ""
     spread_pct: float | None = None  # (max − min)/median over the repeats, of the ratio if paired
+    count: int | None = None  # how many times a training step runs it (``every_conv`` rows)
 
 
 @dataclass
@@ -217,7 +218,7 @@ def _append_paired(ctx, row, times, floors, flops):
     ctx.rows.append(row)
 
 
-def _bench_conv(ctx, N, C, OC, H, W, k, input_grad=True):
+def _bench_conv(ctx, N, C, OC, H, W, k, input_grad=True, name="conv2d fwd+bwd", count=None):
     x = tensor(_rand(ctx, (N, C, H, W)), requires_grad=input_grad)
     Wt = tensor(_rand(ctx, (OC, C, k, k), 1), requires_grad=True)
     gy = _rand(ctx, (N, OC, H, W), 2)
@@ -230,7 +231,7 @@ def _bench_conv(ctx, N, C, OC, H, W, k, input_grad=True):
     gemms, flops = _conv_gemms(ctx, N, C, OC, H, W, k, input_grad=input_grad)
     conv_times, floor_times = timed_runs([step, gemms], ctx.device, ctx.repeats)  # interleaved
     shape = f"{N}x{C}->{OC} {H}x{W} k{k}" + ("" if input_grad else " no gx")
-    _append_paired(ctx, Row("conv2d fwd+bwd", shape, 0.0, peak_mib=_peak_mib(ctx, step)),
+    _append_paired(ctx, Row(name, shape, 0.0, peak_mib=_peak_mib(ctx, step), count=count),
                    conv_times, floor_times, flops)
 
 
@@ -298,6 +299,29 @@ def _bench_model(ctx, name, builder, H, W, checkpoint=False, repeats=None):
     _append_paired(ctx, row, step_times, floors, flops)
 
 
+def _bench_model_convs(ctx, name, builder, H, W):
+    """Every distinct convolution of a training step of ``builder``'s model on one H×W image, each
+    against its GEMM floor (one row per shape, with how often the step runs it), then one row of
+    their sum weighted by those counts: the step's convolutions against their floors."""
+    model = builder(seed=0)
+    counts = collections.Counter(_conv_shapes_of(model, tensor(np.zeros((1, 3, H, W), np.float32))))
+    first = len(ctx.rows)
+    # largest images first, then by channels
+    for shape, count in sorted(counts.items(), key=lambda item: (-item[0][3] * item[0][4],
+                                                                 item[0][1:3], item[0][5])):
+        N, C, OC, h, w, k, input_grad = shape
+        _bench_conv(ctx, N, C, OC, h, w, k, input_grad=input_grad, name=f"{name} conv x{count}",
+                    count=count)
+    rows = ctx.rows[first:]
+    ms = sum(r.count * r.ms for r in rows)
+    floor_ms = sum(r.count * r.floor_ms for r in rows)
+    flops = sum(conv_gemm_floor_flops(shape) * count for shape, count in counts.items())
+    ctx.rows.append(Row(f"{name} convs, weighted", f"{sum(counts.values())} convs, {len(counts)} "
+                        f"shapes", ms, floor_ms, ms / floor_ms, gflops=flops / ms / 1e6,
+                        note="sum over the rows above, each times its count",
+                        count=sum(counts.values())))
+
+
 def conv_gemm_floor_flops(shape):
     """Flops of the floor GEMMs of (N, C, OC, OH, OW, k[, input_grad])."""
     N, C, OC, H, W, k = shape[:6]
@@ -305,8 +329,11 @@ def conv_gemm_floor_flops(shape):
     return (3 if input_grad else 2) * 2 * OC * C * k * k * H * W * N
 
 
-def run_benchmarks(device="cpu", quick=False, tiny=False, repeats=None, checkpointing=True):
-    """Run every benchmark and return (rows, machine dict)."""
+def run_benchmarks(device="cpu", quick=False, tiny=False, repeats=None, checkpointing=True,
+                   every_conv=False):
+    """Run every benchmark and return (rows, machine dict). ``every_conv``: instead, every distinct
+    convolution of a FRRN A training step at 256×512 (frrn_tiny at 32×64 with ``tiny``), each
+    against its GEMM floor, and their total weighted by how often the step runs each."""
     check_device(device)
     if repeats is not None and repeats < 1:
         raise ValueError(f"--repeats must be >= 1 (or left out for the default), got {repeats}")
@@ -314,6 +341,12 @@ def run_benchmarks(device="cpu", quick=False, tiny=False, repeats=None, checkpoi
     ctx = Context(device, repeats or (3 if quick or tiny else 5), xp)
     _measure_machine(ctx, tiny)
     from .models import FRRU, frrn_a, frrn_tiny
+    if every_conv:
+        if tiny:
+            _bench_model_convs(ctx, "frrn_tiny", frrn_tiny, 32, 64)
+        else:
+            _bench_model_convs(ctx, "frrn_a", frrn_a, 256, 512)
+        return ctx.rows, _machine(ctx)
     s = 8 if tiny else 1
     convs = [(1, 128, 96, 64, 128, 3), (1, 224, 192, 32, 64, 3), (1, 96, 48, 128, 256, 3),
              (1, 96, 32, 128, 256, 1), (1, 3, 48, 256, 512, 5)]
@@ -361,14 +394,19 @@ def run_benchmarks(device="cpu", quick=False, tiny=False, repeats=None, checkpoi
             _bench_model(ctx, "frrn_a", frrn_a, 256, 512, repeats=3)
             if checkpointing:
                 _bench_model(ctx, "frrn_a", frrn_a, 256, 512, checkpoint=True, repeats=3)
-    machine = {"device": device, "gemm_gflops": ctx.gemm_gflops,
+    return ctx.rows, _machine(ctx)
+
+
+def _machine(ctx):
+    """What the figures were measured on: device, GEMM rate, copy bandwidth, versions, commit."""
+    machine = {"device": ctx.device, "gemm_gflops": ctx.gemm_gflops,
                "copy_bandwidth_gbs": ctx.bandwidth_gbs, "platform": platform.platform(),
                "numpy": np.__version__, "commit": _commit()}
-    if device == "gpu":
+    if ctx.device == "gpu":
         cp = cupy_or_none()
         machine["gpu"] = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
         machine["cupy"] = cp.__version__
-    return ctx.rows, machine
+    return machine
 
 
 def _commit():

@@ -9,6 +9,9 @@ def add_arguments(parser):
     parser.add_argument("--json", help="also write the table as JSON to this file")
     parser.add_argument("--no-checkpointing", action="store_true",
                         help="skip the frrn_a step with gradient checkpointing")
+    parser.add_argument("--every-conv", action="store_true",
+                        help="instead: every distinct convolution of a frrn_a training step "
+                             "(256x512, batch 1) against its GEMM floor, and their weighted total")
     parser.add_argument("--tiny", action="store_true", help=argparse_suppress())
 
 
@@ -20,7 +23,8 @@ def argparse_suppress():
 def run(args):
     from ..bench import format_rows, run_benchmarks, to_json
     rows, machine = run_benchmarks(args.device, quick=args.quick, tiny=args.tiny,
-                                   repeats=args.repeats, checkpointing=not args.no_checkpointing)
+                                   repeats=args.repeats, checkpointing=not args.no_checkpointing,
+                                   every_conv=args.every_conv)
     print(format_rows(rows, machine))
     if args.json:
         Path(args.json).write_text(to_json(rows, machine))
