@@ -37,6 +37,22 @@ def test_bench_gpu_without_gpu_is_a_clear_error(capsys, monkeypatch):
     assert "minifrrn[gpu]" in capsys.readouterr().err or "gpu" in capsys.readouterr().err
 
 
+def test_every_conv_has_one_row_per_shape_of_the_step_and_their_weighted_total():
+    from minifrrn import nn
+    from minifrrn.models import frrn_tiny
+    rows, _ = run_benchmarks("cpu", tiny=True, repeats=1, every_conv=True)
+    *convs, total = rows
+    # every Conv2d layer of the model runs once per forward: the counts add up to the layers
+    layers = sum(isinstance(m, nn.Conv2d) for _, m in frrn_tiny(seed=0).named_modules())
+    assert sum(r.count for r in convs) == total.count == layers
+    assert len({r.shape for r in convs}) == len(convs)  # one row per distinct shape
+    assert all(r.name == f"frrn_tiny conv x{r.count}" and r.ratio > 0 for r in convs)
+    assert "3->16 32x64 k5 no gx" in convs[0].shape  # the stem: its input is the image
+    assert total.ms == pytest.approx(sum(r.count * r.ms for r in convs))
+    assert total.floor_ms == pytest.approx(sum(r.count * r.floor_ms for r in convs))
+    assert total.ratio == pytest.approx(total.ms / total.floor_ms)
+
+
 @pytest.mark.parametrize("repeats", ["0", "-3"])
 def test_bench_cli_refuses_repeats_below_one(repeats, capsys):
     assert main(["bench", "--tiny", "--repeats", repeats]) == 2
