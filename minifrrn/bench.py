@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -410,9 +411,11 @@ def _machine(ctx):
 
 
 def _commit():
+    """The commit of minifrrn's source tree (not of the working directory), or None outside git."""
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=5).stdout.strip() or None
+                              text=True, timeout=5,
+                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
 

@@ -1,5 +1,6 @@
 """The benchmark runs and reports well-formed figures (no wall-time assertions)."""
 import json
+import os
 
 import pytest
 
@@ -109,3 +110,12 @@ def test_model_floor_sums_each_repeats_conv_gemms_times_their_counts(monkeypatch
     assert np.isclose(row.ratio, statistics.median(step_times) / statistics.median(floors))
     ratios = [t / f for t, f in zip(step_times, floors)]
     assert np.isclose(row.spread_pct, spread_pct(ratios))
+
+
+def test_the_commit_is_the_source_trees_wherever_the_bench_runs(tmp_path, monkeypatch):
+    import minifrrn
+    from minifrrn.bench import _commit
+    monkeypatch.chdir(os.path.dirname(minifrrn.__file__))
+    in_tree = _commit()
+    monkeypatch.chdir(tmp_path)  # not a git checkout
+    assert _commit() == in_tree
