@@ -9,6 +9,8 @@ in the same run, as a ratio.
 * A whole training step (forward + backward, no optimiser) is compared with the sum of the GEMM floors
   of every convolution it runs: each repeat runs the step, then each distinct convolution's floor
   GEMMs once, and that repeat's floor is their times weighted by how often the step runs them.
+* ``every_conv`` (``minifrrn bench --every-conv``) times instead every distinct convolution of a
+  FRRN A training step against its floor, and their total weighted by how often the step runs each.
 
 The ``spread`` column is (max − min)/median over the repeats: of each repeat's ratio for the
 convolutions and the training steps (timed in turn with their floors), of the time otherwise. A
