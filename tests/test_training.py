@@ -180,9 +180,13 @@ def test_cli_downsample_that_misfits_the_model_names_the_factors_that_fit(data_r
                  str(tmp_path / "r"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert ("frrn_tiny needs image sides divisible by 8, but --downsample 3 makes the 32x64 images "
-            "10x21: use --downsample 1, 2 or 4") in err
+    assert ("frrn_tiny needs image sides that are positive multiples of 8, but --downsample 3 makes "
+            "the 32x64 images 10x21: use --downsample 1, 2 or 4") in err
     assert not (tmp_path / "r" / "last.npz").exists()
+    # a factor larger than the images: no image is downsampled to nothing before the message
+    assert main(["train", "--data", str(data_root), "--downsample", "100", "--out",
+                 str(tmp_path / "r"), "--quiet"]) == 2
+    assert "makes the 32x64 images 0x0: use --downsample 1, 2 or 4" in capsys.readouterr().err
 
 
 def test_cli_resume_with_a_checkpoint_of_another_model(data_root, tmp_path, capsys):

@@ -205,11 +205,13 @@ class Trainer:
         self.root = ensure_synthetic() if config.data == "synthetic" else Path(config.data)
         self.train_set = Cityscapes(self.root, "train", config.downsample, augment=True,
                                     max_shift=config.max_shift, seed=config.seed)
-        if config.max_shift is None:
-            self.train_set.max_shift = default_max_shift(self.train_set[0]["image"].shape[2])
         self.val_set = Cityscapes(self.root, "val", config.downsample, for_training=False)
         self.model = build_model(config.model, seed=config.seed, checkpoint=config.checkpointing)
         self._check_image_size()
+        if config.max_shift is None:
+            self.train_set.max_shift = default_max_shift(self.train_set[0]["image"].shape[2])
+        height, width = self.train_set[0]["image"].shape[1:]
+        self.model.check_input(np.zeros((1, 3, height, width), np.float32))
         self.model.to(config.device)
         self.optimizer = Adam(self.model.parameters(), lr=config.lr)
         if config.schedule == "cosine":
@@ -229,21 +231,25 @@ class Trainer:
             self._resume()
 
     def _check_image_size(self):
-        """The downsampled images must fit the model (sides divisible by its deepest pooling); if
-        not, name the --downsample factors that do, before any training."""
-        height, width = self.train_set[0]["image"].shape[1:]
-        factor = self.model.factor
-        if height % factor == 0 and width % factor == 0:
-            return
+        """The downsampled images must fit the model (sides positive multiples of its deepest
+        pooling); if not, name the --downsample factors that do, before any image is downsampled
+        or any training done."""
         full_height, full_width = read_image(self.train_set.frames[0].image_path).shape[:2]
-        fitting = [d for d in range(1, 33) if full_height // d >= factor
-                   and (full_height // d) % factor == 0 and (full_width // d) % factor == 0]
+        height, width = full_height // self.config.downsample, full_width // self.config.downsample
+        factor = self.model.factor
+
+        def fits(side):
+            return side >= factor and side % factor == 0
+
+        if fits(height) and fits(width):
+            return
+        fitting = [d for d in range(1, 33) if fits(full_height // d) and fits(full_width // d)]
         advice = (f"use --downsample {', '.join(map(str, fitting[:-1]))} or {fitting[-1]}"
                   if len(fitting) > 1 else f"use --downsample {fitting[0]}" if fitting
                   else "no --downsample factor fits these images")
-        raise ValueError(f"{self.model.name} needs image sides divisible by {factor}, but "
-                         f"--downsample {self.config.downsample} makes the {full_height}x"
-                         f"{full_width} images {height}x{width}: {advice}")
+        raise ValueError(f"{self.model.name} needs image sides that are positive multiples of "
+                         f"{factor}, but --downsample {self.config.downsample} makes the "
+                         f"{full_height}x{full_width} images {height}x{width}: {advice}")
 
     # --- files -------------------------------------------------------------------------------------
     def _check_writable(self):
