@@ -88,3 +88,35 @@ def test_gradcheck_fused_relu(training):
     rm, rv = np.array([0.3, -0.1]), np.array([0.7, 2.0])
     mf.gradcheck(lambda x, g, b: F.batch_norm(x, g, b, rm.copy(), rv.copy(), training,
                                               relu=True), [x, g, b])
+
+
+def test_block_size_follows_threads_and_the_l2():
+    from minifrrn.functional import norm
+    f32 = np.float32
+    # one thread, input and output overflow a 2 MiB L2: small blocks (FRRN A's 1/8 stage)
+    assert norm._block_bytes(np.empty((1, 384, 32, 64), f32)) == norm.INLINE_BLOCK_BYTES
+    # one thread, but input and output fit the L2: one block
+    assert norm._block_bytes(np.empty((1, 384, 16, 32), f32)) is None
+    # threaded: the parallel module's blocks
+    assert norm._block_bytes(np.empty((1, 48, 256, 512), f32)) is None
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_blocks_of_channels_give_the_whole_arrays_result(relu, monkeypatch):
+    from minifrrn.functional import cpu_parallel, norm
+    x, g, b = data(7, shape=(2, 6, 8, 10))
+    gy = np.random.default_rng(8).standard_normal(x.shape)
+
+    def run():
+        xt, gt, bt = (mf.tensor(v, dtype=np.float64, requires_grad=True) for v in (x, g, b))
+        y = F.batch_norm(xt, gt, bt, None, None, True, relu=relu)
+        y.backward(gy)
+        return y.data, xt.grad, gt.grad, bt.grad
+
+    whole = run()
+    # every channel its own block, on one thread
+    monkeypatch.setattr(cpu_parallel, "CACHE_BLOCK_BYTES", 1024)
+    monkeypatch.setattr(norm, "INLINE_BLOCK_BYTES", 1)
+    assert norm._block_bytes(x) == 1
+    for blocked, expected in zip(run(), whole):
+        np.testing.assert_array_equal(blocked, expected)
