@@ -110,6 +110,7 @@ class _Node:
 
 
 _FLOAT_KINDS = "f"
+_ARRAY_KINDS = "biuf"  # bool, signed and unsigned integers, floats: what the ops accept
 
 
 class Tensor:
@@ -127,6 +128,9 @@ class Tensor:
             data = data.data
         if not (isinstance(data, np.ndarray) or is_gpu_array(data)):
             data = np.asarray(data)
+        if data.dtype.kind not in _ARRAY_KINDS:
+            raise TypeError(f"a tensor holds bool, integer or floating-point values, got dtype "
+                            f"{data.dtype}: convert it first (e.g. np.asarray(values, np.float32))")
         if requires_grad and data.dtype.kind not in _FLOAT_KINDS:
             raise TypeError(f"only floating-point tensors can require gradients, got dtype {data.dtype}")
         self.data = data

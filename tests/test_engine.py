@@ -161,6 +161,20 @@ def test_integer_tensors_cannot_require_grad():
         mf.tensor(np.arange(3), requires_grad=True)
 
 
+@pytest.mark.parametrize("values", [np.array(["1.5", "2"]), np.array([1 + 2j]),
+                                    np.array([None, 1.0], dtype=object)], ids=["str", "complex", "object"])
+def test_non_numeric_arrays_are_refused(values):
+    with pytest.raises(TypeError, match=f"bool, integer or floating-point values, got dtype "
+                                        f"{values.dtype}"):
+        mf.tensor(values)
+
+
+def test_bool_and_integer_tensors_are_kept():
+    # masks and label maps are tensors too, with their own dtypes
+    assert mf.tensor(np.array([True, False])).dtype == np.bool_
+    assert mf.tensor(np.arange(3, dtype=np.uint8)).dtype == np.uint8
+
+
 class _FakeCupyArray:
     """Stands in for a CuPy array: the backend decides by the type's module."""
 
