@@ -78,3 +78,25 @@ def test_module_gradcheck_casts_parameters_and_restores_them():
     net = Net()
     report = mf.gradcheck(net, [np.random.default_rng(3).random((2, 2, 4, 4))], mode="directional")
     assert report.ok and net.conv.weight.dtype == np.float32
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: nn.Conv2d(-1, 3, 3), "Conv2d: in_channels must be an integer >= 1, got -1"),
+    (lambda: nn.Conv2d(3, 0, 3), "Conv2d: out_channels must be an integer >= 1, got 0"),
+    (lambda: nn.Conv2d(3, 4, 0), "Conv2d: kernel_size must be an integer >= 1, got 0"),
+    (lambda: nn.Conv2d(3.0, 4, 3), "Conv2d: in_channels must be an integer >= 1, got 3.0"),
+    (lambda: nn.Conv2d(3, 4, 3, stride=0), "Conv2d: stride must be an integer >= 1, got 0"),
+    (lambda: nn.Conv2d(3, 4, 3, padding=-1), "Conv2d: padding must be an integer >= 0, got -1"),
+    (lambda: nn.BatchNorm2d(0), "BatchNorm2d: num_features must be an integer >= 1, got 0"),
+    (lambda: nn.BatchNorm2d(4, eps=0.0), "BatchNorm2d: eps must be positive, got 0.0"),
+    (lambda: nn.BatchNorm2d(4, momentum=1.5),
+     r"BatchNorm2d: momentum must be in \[0, 1\], got 1.5"),
+])
+def test_layers_refuse_impossible_sizes_when_built(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_layers_take_numpy_integers():
+    conv = nn.Conv2d(np.int64(3), np.int32(4), np.int64(3))
+    assert conv.weight.shape == (4, 3, 3, 3)

@@ -83,3 +83,12 @@ def test_schedules():
 def test_bad_learning_rate():
     with pytest.raises(ValueError, match="learning rate"):
         SGD([mf.tensor(np.ones(1), requires_grad=True)], lr=0)
+
+
+@pytest.mark.parametrize("schedule", [CosineLR, PolyLR])
+@pytest.mark.parametrize("total", [0, -5, 2.5])
+def test_schedules_need_a_positive_whole_number_of_steps(schedule, total):
+    optimizer = SGD([mf.tensor(np.ones(2, np.float32), requires_grad=True)], lr=0.1)
+    message = f"{schedule.__name__}: total_steps must be an integer >= 1, got {total}"
+    with pytest.raises(ValueError, match=message):
+        schedule(optimizer, total)

@@ -10,6 +10,17 @@ from .module import Module, Parameter
 __all__ = ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Upsample", "Sequential", "RELU_GAIN"]
 
 
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_counts(layer, **counts):
+    """Every named size is an integer >= 1, or a one-line ValueError naming it."""
+    for name, value in counts.items():
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"{layer}: {name} must be an integer >= 1, got {value!r}")
+
+
 class Conv2d(Module):
     """y = conv2d(x, W, b) with "same" padding (k−1)/2 by default; He-uniform weights, zero bias.
 
@@ -19,6 +30,10 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, bias=False,
                  gain=1.0):
         super().__init__()
+        _check_counts("Conv2d", in_channels=in_channels, out_channels=out_channels,
+                      kernel_size=kernel_size, stride=stride)
+        if padding is not None and (not _is_int(padding) or padding < 0):
+            raise ValueError(f"Conv2d: padding must be an integer >= 0, got {padding!r}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride = kernel_size, stride
         self.padding = (kernel_size - 1) // 2 if padding is None else padding
@@ -44,6 +59,11 @@ class BatchNorm2d(Module):
 
     def __init__(self, num_features, eps=1e-4, momentum=0.1, relu=False):
         super().__init__()
+        _check_counts("BatchNorm2d", num_features=num_features)
+        if not eps > 0:
+            raise ValueError(f"BatchNorm2d: eps must be positive, got {eps!r}")
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"BatchNorm2d: momentum must be in [0, 1], got {momentum!r}")
         self.num_features, self.eps, self.momentum, self.relu = num_features, eps, momentum, relu
         self.weight = Parameter(np.ones(num_features, np.float32))
         self.bias = Parameter(np.zeros(num_features, np.float32))

@@ -140,6 +140,12 @@ class _Schedule:
         self.optimizer.lr = self.lr_at(self.step_count)
 
 
+def _check_total_steps(schedule, total_steps):
+    whole = isinstance(total_steps, (int, np.integer)) and not isinstance(total_steps, bool)
+    if not whole or total_steps < 1:
+        raise ValueError(f"{schedule}: total_steps must be an integer >= 1, got {total_steps!r}")
+
+
 class StepLR(_Schedule):
     """lr = base · factor^(number of milestones passed). FRRN: 1e-3, then 1e-4 after 45,000."""
 
@@ -156,6 +162,7 @@ class PolyLR(_Schedule):
 
     def __init__(self, optimizer, total_steps, power=0.9):
         super().__init__(optimizer)
+        _check_total_steps("PolyLR", total_steps)
         self.total_steps, self.power = total_steps, power
 
     def lr_at(self, step):
@@ -167,6 +174,7 @@ class CosineLR(_Schedule):
 
     def __init__(self, optimizer, total_steps, final_lr=0.0):
         super().__init__(optimizer)
+        _check_total_steps("CosineLR", total_steps)
         self.total_steps, self.final_lr = total_steps, final_lr
 
     def lr_at(self, step):
