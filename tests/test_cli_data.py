@@ -50,3 +50,21 @@ def test_eval_missing_dataset_exits_2(tmp_path, capsys):
     (tmp_path / "p").mkdir()
     assert main(["eval", "--predictions", str(tmp_path / "p"), "--data", str(tmp_path / "none")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_eval_refuses_a_batch_size_below_one_before_loading_anything(tmp_path, capsys):
+    # the checkpoint does not even exist: the batch size is checked first
+    assert main(["eval", "--checkpoint", str(tmp_path / "none.npz"), "--data", str(tmp_path),
+                 "--batch-size", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--batch-size must be an integer >= 1, got 0" in err and len(err.splitlines()) == 1
+
+
+def test_evaluate_model_checks_its_counts_before_any_work():
+    import pytest
+
+    from minifrrn.training.trainer import evaluate_model
+    with pytest.raises(ValueError, match="--batch-size must be an integer >= 1, got 0"):
+        evaluate_model(None, None, batch_size=0)
+    with pytest.raises(ValueError, match="limit must be >= 1 frame"):
+        evaluate_model(None, None, limit=0)

@@ -123,9 +123,18 @@ def predict_scores(model, images, device="cpu"):
         return model(x).data
 
 
+def _check_batch_size(batch_size):
+    whole = isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool)
+    if not whole or batch_size < 1:
+        raise ValueError(f"--batch-size must be an integer >= 1, got {batch_size!r}")
+
+
 def evaluate_model(model, dataset, device="cpu", limit=None, batch_size=1):
     """The four official scores: predictions upsampled (bilinear on scores, then argmax) to the
     ground truth's full resolution, mapped to label ids, scored against the original PNGs."""
+    _check_batch_size(batch_size)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 frame (or None for all), got {limit}")
     model.eval()
     evaluator = CityscapesEvaluator()
     count = len(dataset) if limit is None else min(limit, len(dataset))
@@ -170,6 +179,7 @@ def load_model(checkpoint, device="cpu", model=None):
 def evaluate_checkpoint(checkpoint, data, split="val", device="cpu", batch_size=1):
     """``minifrrn eval --checkpoint``: the four official scores of a checkpoint on a split."""
     check_device(device)
+    _check_batch_size(batch_size)
     model, meta = load_model(checkpoint, device)
     root = ensure_synthetic() if data == "synthetic" else data
     dataset = Cityscapes(root, split, downsample=meta.get("config", {}).get("downsample", 1),
