@@ -2,6 +2,7 @@
 import shutil
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from minifrrn.cli import main
@@ -61,8 +62,6 @@ def test_eval_refuses_a_batch_size_below_one_before_loading_anything(tmp_path, c
 
 
 def test_evaluate_model_checks_its_counts_before_any_work():
-    import pytest
-
     from minifrrn.training.trainer import evaluate_model
     with pytest.raises(ValueError, match="--batch-size must be an integer >= 1, got 0"):
         evaluate_model(None, None, batch_size=0)
