@@ -229,3 +229,22 @@ def test_default_translation_range_follows_the_paper():
     assert default_max_shift(512) == 30       # FRRN A at 256x512
     assert default_max_shift(128) == 8        # synthetic scenes at 64x128: the same fraction as A
     assert default_max_shift(8) == 1
+
+
+def test_cli_predict_names_a_folder_given_as_an_image_and_an_output_it_cannot_make(tmp_path,
+                                                                                   capsys):
+    # both are refused before the checkpoint (which does not exist here) is read
+    folder = tmp_path / "images"
+    folder.mkdir()
+    assert main(["predict", "--checkpoint", str(tmp_path / "none.npz"), str(folder), "--out",
+                 str(tmp_path / "out")]) == 2
+    assert f"{folder} is a folder, not an image" in capsys.readouterr().err
+    image = tmp_path / "a.png"
+    from PIL import Image
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["predict", "--checkpoint", str(tmp_path / "none.npz"), str(image), "--out",
+                 str(blocker / "sub")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"output folder {blocker / 'sub'} cannot be made" in err and len(err.splitlines()) == 1

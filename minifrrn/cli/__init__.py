@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     tune_cpu_allocator()  # reuse freed memory instead of faulting in fresh pages for every array
     try:
         return int(module.run(args) or 0)
-    except (CLIError, ValueError, TypeError, FileNotFoundError, NotADirectoryError,
+    except (CLIError, ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
             PermissionError, KeyError, GPUUnavailableError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"minifrrn {args.command}: error: {message}", file=sys.stderr)

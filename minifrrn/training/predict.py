@@ -21,12 +21,19 @@ def predict_images(checkpoint, images, out, device="cpu"):
     check_device(device)
     paths = [Path(p) for p in images]
     for p in paths:
+        if p.is_dir():
+            raise IsADirectoryError(f"{p} is a folder, not an image: pass the image files in it "
+                                    f"(e.g. {p / '*.png'})")
         if not p.is_file():
             raise FileNotFoundError(f"image {p} does not exist")
+    out = Path(out)
+    try:  # before the model is loaded: a bad --out should not wait for it
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PermissionError(f"output folder {out} cannot be made ({error.strerror}): choose "
+                              f"another with --out") from None
     model, meta = load_model(checkpoint, device)
     factor = meta.get("config", {}).get("downsample", 1)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     written = []
     for path in paths:
         rgb = read_image(path)
