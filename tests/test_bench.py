@@ -119,3 +119,14 @@ def test_the_commit_is_the_source_trees_wherever_the_bench_runs(tmp_path, monkey
     in_tree = _commit()
     monkeypatch.chdir(tmp_path)  # not a git checkout
     assert _commit() == in_tree
+
+
+def test_bench_json_into_a_missing_folder_is_refused_before_the_bench_runs(tmp_path, capsys,
+                                                                           monkeypatch):
+    import minifrrn.bench
+    monkeypatch.setattr(minifrrn.bench, "run_benchmarks",
+                        lambda *a, **k: pytest.fail("the bench ran before the path was checked"))
+    target = tmp_path / "missing" / "b.json"
+    assert main(["bench", "--tiny", "--json", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"folder {target.parent} does not exist" in err and len(err.splitlines()) == 1

@@ -67,3 +67,19 @@ def test_evaluate_model_checks_its_counts_before_any_work():
         evaluate_model(None, None, batch_size=0)
     with pytest.raises(ValueError, match="limit must be >= 1 frame"):
         evaluate_model(None, None, limit=0)
+
+
+def test_eval_json_into_a_missing_folder_is_refused_first(tmp_path, capsys):
+    # neither the predictions nor the dataset exist: the output path is checked before them
+    target = tmp_path / "missing" / "r.json"
+    assert main(["eval", "--predictions", str(tmp_path / "p"), "--data", str(tmp_path / "d"),
+                 "--json", str(target)]) == 2
+    assert f"folder {target.parent} does not exist" in capsys.readouterr().err
+
+
+def test_synth_into_a_path_under_a_file_names_the_folder(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["synth", "--out", str(blocker / "data"), "--train", "1", "--val", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"output folder {blocker / 'data'} cannot be made" in err and len(err.splitlines()) == 1

@@ -29,6 +29,19 @@ class CLIError(Exception):
     """A problem the user can fix; the message is printed as one line and the command exits 2."""
 
 
+def check_output_file(path, option):
+    """Refuse, before any work, an output file whose folder is missing or not writable (a bench or
+    an evaluation would otherwise run to its end and fail there)."""
+    import os
+    from pathlib import Path
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise CLIError(f"{option} {path}: folder {folder} does not exist: create it or choose "
+                       f"another path")
+    if not os.access(folder, os.W_OK):
+        raise CLIError(f"{option} {path}: folder {folder} is not writable: choose another path")
+
+
 class NotImplementedCommand(CLIError):
     """Raised by a subcommand that is not written yet."""
 

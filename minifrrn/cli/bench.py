@@ -1,6 +1,8 @@
 """`minifrrn bench`: op and model timings, each as a ratio to a floor measured in the same run."""
 from pathlib import Path
 
+from . import check_output_file
+
 
 def add_arguments(parser):
     parser.add_argument("--device", default="cpu", help="cpu | gpu")
@@ -22,6 +24,8 @@ def argparse_suppress():
 
 def run(args):
     from ..bench import format_rows, run_benchmarks, to_json
+    if args.json:
+        check_output_file(args.json, "--json")
     rows, machine = run_benchmarks(args.device, quick=args.quick, tiny=args.tiny,
                                    repeats=args.repeats, checkpointing=not args.no_checkpointing,
                                    every_conv=args.every_conv)

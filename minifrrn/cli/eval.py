@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-from . import CLIError
+from . import CLIError, check_output_file
 
 
 def add_arguments(parser):
@@ -52,6 +52,8 @@ def report(results, json_path=None):
 
 
 def run(args):
+    if args.json:
+        check_output_file(args.json, "--json")
     if args.checkpoint:
         from ..training import evaluate_checkpoint
         results = evaluate_checkpoint(args.checkpoint, args.data, args.split, device=args.device,

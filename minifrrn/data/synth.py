@@ -322,6 +322,11 @@ def generate(root, n_train=300, n_val=60, height=128, width=256, seed=0):
     if n_train < 0 or n_val < 0:
         raise ValueError("synth: frame counts must be >= 0")
     root = Path(root)
+    try:  # first, so that a bad --out is named before any frame is drawn
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PermissionError(f"synth: output folder {root} cannot be made ({error.strerror}): "
+                              f"choose another") from None
     rng = np.random.default_rng(seed)
     for split, count in (("train", n_train), ("val", n_val)):
         cities = SPLIT_CITIES[split]
