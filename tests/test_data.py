@@ -114,6 +114,32 @@ def test_augmented_samples_are_deterministic_per_epoch(synthetic):
     assert not np.array_equal(a["target"], c["target"]) or not np.array_equal(a["image"], c["image"])
 
 
+@pytest.mark.parametrize("augment", [False, True])
+def test_cached_frames_give_the_samples_of_fresh_reads(synthetic, augment):
+    cached = Cityscapes(synthetic, "train", downsample=2, augment=augment, max_shift=3)
+    fresh = Cityscapes(synthetic, "train", downsample=2, augment=augment, max_shift=3, cache_mb=0)
+    for epoch in (0, 1, 2):  # the first epoch fills the cache, the later ones read it
+        for i in range(len(cached)):
+            a, b = cached.load(i, epoch), fresh.load(i, epoch)
+            np.testing.assert_array_equal(a["image"], b["image"])
+            np.testing.assert_array_equal(a["target"], b["target"])
+            assert a["name"] == b["name"]
+    assert len(cached._cache) == len(cached) and not fresh._cache
+
+
+def test_the_cache_keeps_to_its_budget_and_hands_out_copies(synthetic):
+    one_frame = 16 * 32 * 4  # a 16x32 frame at x2: RGB and trainIds, one byte each
+    ds = Cityscapes(synthetic, "train", downsample=2, cache_mb=2.5 * one_frame / 2 ** 20)
+    samples = [ds.load(i) for i in range(len(ds))]
+    assert len(ds._cache) == 2  # two frames fit, the third does not
+    samples[0]["target"][:] = 0  # the caller's copy: the cached frame is untouched
+    assert not np.array_equal(ds.load(0)["target"], samples[0]["target"])
+    with pytest.raises(ValueError, match="read-only"):
+        ds._cache[0][1][0, 0] = 1
+    with pytest.raises(ValueError, match="cache_mb must be >= 0"):
+        Cityscapes(synthetic, "train", cache_mb=-1)
+
+
 def test_loader_yields_every_sample_once_and_stops_its_threads(synthetic):
     ds = Cityscapes(synthetic, "train", downsample=2)
     before = threading.active_count()
