@@ -131,10 +131,10 @@ class Cityscapes:
             with reflection-padded images and void-filled labels, and random gamma.
         seed: augmentation is a pure function of (seed, epoch, index).
         cache_mb: decoded, downsampled frames (uint8 image and trainIds) are kept in memory up to
-            this many MB, so that later epochs skip the PNG decoding and the downsampling, about
-            nine tenths of a sample's loading time; augmentation still runs on every load. The
-            default holds the synthetic scenes whole and a fifth of Cityscapes' train split at ×4;
-            0 turns it off.
+            this many MB, so that later epochs skip the PNG decoding and the downsampling, nearly
+            all of a sample's loading time (3.3 of 3.4 ms for a synthetic scene); augmentation
+            still runs on every load. The default holds the synthetic scenes whole and about a
+            sixth of Cityscapes' train split at ×4 (0.5 MB a frame); 0 turns it off.
     """
 
     def __init__(self, root, split="train", downsample=1, augment=False, max_shift=None, gamma=True,
