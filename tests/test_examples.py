@@ -66,6 +66,11 @@ def test_train_example_uses_the_papers_recipe():
         assert (config.schedule, config.milestone, config.val_every) == ("step", 45_000, 500)
     assert (a.downsample, a.max_shift) == (4, 30)      # 256x512, +-30 px
     assert (b.downsample, b.max_shift) == (2, 40)      # 512x1024, +-40 px
+    # the train split cached whole at x4 (~1.5 GB); at x2 (~6 GB) only on request
+    assert (a.cache_mb, b.cache_mb, a.num_workers) == (2048, 256, 8)
+    c = train.make_config(parser.parse_args(["--data", "root", "--model", "frrn_b", "--cache-mb",
+                                             "7000"]))
+    assert c.cache_mb == 7000
 
 
 def test_train_example_trains_checkpoints_and_resumes(tmp_path, capsys):

@@ -166,6 +166,7 @@ def test_cli_train_end_to_end_and_predict(data_root, tmp_path, capsys):
     (["--val-frames", "0"], "--val-frames must be >= 1"),
     (["--max-shift", "-1"], "--max-shift must be >= 0"),
     (["--num-workers", "-2"], "--num-workers must be >= 0"),
+    (["--cache-mb", "-1"], "--cache-mb must be >= 0"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(args, message, capsys):
     assert main(["train", *args]) == 2
@@ -248,3 +249,11 @@ def test_cli_predict_names_a_folder_given_as_an_image_and_an_output_it_cannot_ma
                  str(blocker / "sub")]) == 2
     err = capsys.readouterr().err.strip()
     assert f"output folder {blocker / 'sub'} cannot be made" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("cache_mb", [0, 1])
+def test_the_frame_cache_size_reaches_both_splits(data_root, tmp_path, cache_mb):
+    trainer = Trainer(config(data_root, tmp_path / "c", steps=1, cache_mb=cache_mb))
+    for split in (trainer.train_set, trainer.val_set):
+        split.load(0)
+        assert len(split._cache) == (1 if cache_mb else 0)

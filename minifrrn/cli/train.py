@@ -41,7 +41,12 @@ def add_arguments(parser):
     parser.add_argument("--val-frames", type=int, default=None,
                         help="validate on the first N val frames only")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--num-workers", type=int, default=DEFAULTS.num_workers,
+                        help="threads that load and augment batches ahead of the training step")
+    parser.add_argument("--cache-mb", type=int, default=DEFAULTS.cache_mb,
+                        help="MB of decoded, downsampled frames kept in memory per split, so that "
+                             "later epochs skip PNG decoding (default 256; Cityscapes' train split "
+                             "takes about 1.5 GB at x4, 6 GB at x2; 0: none)")
     parser.add_argument("--checkpointing", action="store_true",
                         help="gradient checkpointing: recompute FRRUs in backward to save memory")
     parser.add_argument("--out", default=None, help="run folder (default runs/<time>-<model>)")
@@ -59,7 +64,7 @@ def run(args):
         batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, milestone=args.milestone,
         out=args.out, resume=args.resume, val_every=args.val_every, val_frames=args.val_frames,
         seed=args.seed, downsample=downsample, max_shift=args.max_shift, loss=args.loss,
-        num_workers=args.num_workers, checkpointing=args.checkpointing,
+        num_workers=args.num_workers, cache_mb=args.cache_mb, checkpointing=args.checkpointing,
         final_eval=not args.no_final_eval, quiet=args.quiet)
     try:
         summary = Trainer(config).run()

@@ -56,6 +56,7 @@ class TrainConfig:
     max_shift: int | None = None      # translation augmentation, pixels at network resolution
     loss: str = "bootstrapped"
     num_workers: int = 2
+    cache_mb: int = 256               # decoded, downsampled frames kept in memory, per split
     checkpointing: bool = False       # gradient checkpointing of every FRRU
     final_eval: bool = True
     quiet: bool = False
@@ -70,7 +71,7 @@ class TrainConfig:
         if self.val_frames is not None and self.val_frames < 1:
             raise ValueError(f"--val-frames must be >= 1 (or left out for every val frame), got "
                              f"{self.val_frames}")
-        for name in ("max_shift", "num_workers"):
+        for name in ("max_shift", "num_workers", "cache_mb"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
@@ -214,8 +215,10 @@ class Trainer:
         self._check_writable()
         self.root = ensure_synthetic() if config.data == "synthetic" else Path(config.data)
         self.train_set = Cityscapes(self.root, "train", config.downsample, augment=True,
-                                    max_shift=config.max_shift, seed=config.seed)
-        self.val_set = Cityscapes(self.root, "val", config.downsample, for_training=False)
+                                    max_shift=config.max_shift, seed=config.seed,
+                                    cache_mb=config.cache_mb)
+        self.val_set = Cityscapes(self.root, "val", config.downsample, for_training=False,
+                                  cache_mb=config.cache_mb)
         self.model = build_model(config.model, seed=config.seed, checkpoint=config.checkpointing)
         self._check_image_size()
         if config.max_shift is None:
