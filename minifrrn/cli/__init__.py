@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
 
 from ..backend import GPUUnavailableError, tune_cpu_allocator
 
@@ -32,8 +34,6 @@ class CLIError(Exception):
 def check_output_file(path, option):
     """Refuse, before any work, an output file whose folder is missing or not writable (a bench or
     an evaluation would otherwise run to its end and fail there)."""
-    import os
-    from pathlib import Path
     folder = Path(path).resolve().parent
     if not folder.is_dir():
         raise CLIError(f"{option} {path}: folder {folder} does not exist: create it or choose "

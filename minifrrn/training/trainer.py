@@ -223,8 +223,6 @@ class Trainer:
         self._check_image_size()
         if config.max_shift is None:
             self.train_set.max_shift = default_max_shift(self.train_set[0]["image"].shape[2])
-        height, width = self.train_set[0]["image"].shape[1:]
-        self.model.check_input(np.zeros((1, 3, height, width), np.float32))
         self.model.to(config.device)
         self.optimizer = Adam(self.model.parameters(), lr=config.lr)
         if config.schedule == "cosine":
