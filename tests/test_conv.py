@@ -212,6 +212,35 @@ def test_banded_route_agrees_with_im2col_on_a_wide_layer(small_bands):
                                rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("kernel", [(3, 3), (3, 5), (2, 2)])
+def test_adjoint_kernel_is_one_copy_that_both_routes_read_in_place(kernel):
+    KH, KW = kernel
+    W = np.random.default_rng(16).standard_normal((4, 3) + kernel).astype(np.float32)
+    adjoint = conv_module._adjoint_kernel(W)
+    np.testing.assert_array_equal(adjoint, W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    assert not np.shares_memory(adjoint, W)
+    # column offsets stack its kernel columns (KW·C rows); band copies read it as (C, OC·KH·KW)
+    stacked = conv_module._blas_matrix(adjoint.transpose(3, 0, 1, 2), KW * 3, 4 * KH)
+    whole = conv_module._blas_matrix(adjoint, 3, 4 * KH * KW)
+    for matrix in (stacked, whole):
+        assert np.shares_memory(matrix, adjoint)
+        assert matrix.flags.c_contiguous or matrix.flags.f_contiguous
+    np.testing.assert_array_equal(stacked, np.ascontiguousarray(
+        adjoint.transpose(3, 0, 1, 2)).reshape(KW * 3, 4 * KH))
+
+
+@pytest.mark.parametrize("in_place", [True, False], ids=["column offsets", "band copies"])
+def test_banded_conv_takes_weights_of_any_layout(monkeypatch, in_place):
+    # weights whose strides make no BLAS matrix (reversed windows) are copied, not misread
+    monkeypatch.setattr(conv_module, "_by_column_offsets", lambda *args: in_place)
+    rng = np.random.default_rng(17)
+    x, W = rng.standard_normal((1, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3))
+    reversed_windows = W[:, :, ::-1, ::-1]
+    y, _ = conv_module.banded_conv2d(x, reversed_windows, 1, 1)
+    np.testing.assert_allclose(y, naive_conv2d(x, reversed_windows, np.zeros(4), (1, 1), (1, 1)),
+                               rtol=1e-12, atol=1e-12)
+
+
 def test_route_choice_and_what_backward_keeps():
     x = np.random.default_rng(14).standard_normal((1, 32, 8, 10)).astype(np.float32)
     wide = conv_module.Conv2dFunction((1, 1), (1, 1))

@@ -229,6 +229,32 @@ def _bands(N, OH, OW, CKK, dtype):
         yield n, i0, r, band[:CKK * r * OW]
 
 
+def _blas_matrix(array, rows, cols):
+    """``array`` as a (rows, cols) matrix that BLAS reads in place: a view where its strides
+    allow one laid out by rows or by columns (BLAS takes the second as a transposed operand, at the
+    same speed), else a contiguous copy."""
+    matrix = array.reshape(rows, cols)  # a view where the strides allow it, else a copy
+    if matrix.flags.c_contiguous or matrix.flags.f_contiguous:
+        return matrix
+    return np.ascontiguousarray(matrix)
+
+
+def _adjoint_kernel(W):
+    """The kernel of gx's convolution, Wᵀ[c, o, p, q] = W[o, c, KH − 1 − p, KW − 1 − q], as a
+    (C, OC, KH, KW) view of one copy of W laid out (OC, KH, KW, C) with the window reversed.
+
+    That copy moves each filter's C·KH·KW values with long, cache-friendly loops (every output
+    row of C values gathered from one filter's C·KH·KW values), and both banded routes read the view
+    as a matrix with no further copy: column offsets as (KW·C, OC·KH), band copies as
+    (C, OC·KH·KW), each laid out by columns. Copying Wᵀ contiguous instead swaps the filter and
+    channel axes value by value, 3 values at a time: for 384×384×3×3 weights out of cache, 4.0 ms
+    then 1.1 more for the stacked copy of the column-offset route, against 1.0 ms for this one
+    (a plain copy of the weights takes 0.6)."""
+    OC, C, KH, KW = W.shape
+    window_reversed = W.reshape(OC, C, KH * KW)[:, :, ::-1].transpose(0, 2, 1)
+    return np.ascontiguousarray(window_reversed).reshape(OC, KH, KW, C).transpose(3, 0, 1, 2)
+
+
 def _conv_by_column_offsets(x, W, PH, PW):
     """The banded forward with each band's input rows copied once per kernel row (KH copies of
     every input value) and the KW kernel columns applied to them in place. W[:, :, :, q] @ (rows,
@@ -239,7 +265,7 @@ def _conv_by_column_offsets(x, W, PH, PW):
     OC, _, KH, KW = W.shape
     Wp = Wd + 2 * PW
     OH, OW = H + 2 * PH - KH + 1, Wp - KW + 1
-    W_stacked = np.ascontiguousarray(W.transpose(3, 0, 1, 2)).reshape(KW * OC, C * KH)
+    W_stacked = _blas_matrix(W.transpose(3, 0, 1, 2), KW * OC, C * KH)
     y = np.empty((N, OC, OH, OW), dtype=x.dtype)
     products = total = None
     for n, i0, r, buffer in _row_bands(N, OH, C, KH, KW, Wp, x.dtype):
@@ -285,7 +311,12 @@ def _weight_grad_by_column_offsets(gy, x, W_shape, PH, PW):
             on_padded_width[:, :, OW:] = 0
         stacked = gy_shifted[:, :, :length].reshape(KW * OC, length)
         scratch = _add_product(gW_stacked, stacked, rows[:, :length].T, k == 0, scratch)
-    return np.ascontiguousarray(gW_stacked.reshape(KW, OC, C, KH).transpose(1, 2, 3, 0))
+    # back to (OC, C, KH, KW) one kernel column at a time: each a long loop over the other axes,
+    # where one transposing copy loops 3 values at a time (cold 384×384×3×3 weights: 1.3 ms, not 1.9)
+    gW = np.empty(W_shape, dtype=gy.dtype)
+    for q, column in enumerate(gW_stacked.reshape(KW, OC, C, KH)):
+        gW[..., q] = column
+    return gW
 
 
 def _conv_by_band_copies(x, W, flat, PH, PW):
@@ -296,7 +327,7 @@ def _conv_by_band_copies(x, W, flat, PH, PW):
     Wp = Wd + 2 * PW
     OH, OW = H + 2 * PH - KH + 1, Wp - KW + 1
     CKK = C * KH * KW
-    Wm = W.reshape(OC, CKK)
+    Wm = _blas_matrix(W, OC, CKK)
     y = np.empty((N, OC, OH * OW), dtype=x.dtype)
     for n, i0, r, band in _bands(N, OH, OW, CKK, x.dtype):
         cols = band.reshape(C, KH, KW, r, OW)
@@ -489,9 +520,8 @@ class Conv2dFunction(Function):
             gx = np.ascontiguousarray(_input_grad_in_bands(gy, self.Wm, self.x_shape, KH, KW,
                                                            self.PH, self.PW))
         elif self.needs_input_grad[0]:
-            W_adjoint = self.Wm.reshape(self.W_shape)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
-            gx, _ = banded_conv2d(gy, np.ascontiguousarray(W_adjoint), KH - 1 - self.PH,
-                                  KW - 1 - self.PW)
+            gx, _ = banded_conv2d(gy, _adjoint_kernel(self.Wm.reshape(self.W_shape)),
+                                  KH - 1 - self.PH, KW - 1 - self.PW)
         return (gx, gW, gb) if has_bias else (gx, gW)
 
 
