@@ -68,7 +68,9 @@ ADJOINT_MIN_CHANNELS = 16
 # col2im: 416->384 at 16x32, batch 1 (1.3 pixels per filter), 1.17 (the layer's fwd+bwd went from
 # 1.41-1.45 to 1.32 of its GEMM floor); 2.7 pixels per filter (48->48 at 8x16, 192->192 at 16x32,
 # 384->384 at 16x32 in a batch of 2), 0.80-1.02; 5.3 and more, 0.55-0.97 (224->384 at 32x64, 1.11,
-# the one exception); the synthetic main job's layers at 16x32 and 8x16 in batches of 8, 0.54-0.69
+# the one exception); the synthetic main job's layers at 16x32 and 8x16 in batches of 8, 0.54-0.69.
+# With the adjoint kernel made in one cache-friendly copy (``_adjoint_kernel``), 416->384 and
+# 384->384 at 16x32, batch 1, still took 1.05-1.07 of the col2im route's fwd+bwd time
 ADJOINT_MIN_PIXELS_PER_FILTER = 2
 # the banded route reads kernel columns in place above both: below, its GEMM of inner size C·KH
 # loses more than the copies save (measured fwd+bwd, in place / whole cols: the RGB stem, inner
