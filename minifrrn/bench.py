@@ -9,8 +9,9 @@ in the same run, as a ratio.
 * A whole training step (forward + backward, no optimiser) is compared with the sum of the GEMM floors
   of every convolution it runs: each repeat runs the step, then each distinct convolution's floor
   GEMMs once, and that repeat's floor is their times weighted by how often the step runs them.
-* ``every_conv`` (``minifrrn bench --every-conv``) times instead every distinct convolution of a
-  FRRN A training step against its floor, and their total weighted by how often the step runs each.
+* ``every_conv`` (``minifrrn bench --every-conv [frrn_a|frrn_b]``) times instead every distinct
+  convolution of a FRRN A or B training step, at the size the model is trained at, against its
+  floor, and their total weighted by how often the step runs each.
 
 The ``spread`` column is (max − min)/median over the repeats: of each repeat's ratio for the
 convolutions and the training steps (timed in turn with their floors), of the time otherwise. A
@@ -35,7 +36,7 @@ import numpy as np
 
 from . import functional as F
 from .autograd import is_grad_enabled, tensor
-from .backend import check_device, cupy_or_none
+from .backend import check_device, cupy_or_none, get_array_module
 
 __all__ = ["Row", "Context", "run_benchmarks", "format_rows", "conv_gemm_floor", "median_time",
            "median_times", "timed_runs", "spread_pct"]
@@ -255,17 +256,22 @@ def _bench_memory_bound(ctx, name, shape, fn, traffic_bytes):
 
 def _conv_shapes_of(model, x):
     """Record (N, C, OC, H, W, k, input_grad) of every conv2d a training forward runs; input_grad
-    says whether backward computes its gx (not for the first layer, whose input is the image)."""
+    says whether backward computes its gx (not for the first layer, whose input is the image).
+    The convolutions are not computed: each returns zeros of its output's shape, which is all the
+    record needs (FRRN B's forward at 512×1024 takes 22 s on two cores, almost all of it in them)."""
     from .functional import conv as conv_module
-    shapes, original = [], conv_module.Conv2dFunction.forward
+    shapes = []
+    original = conv_module.Conv2dFunction.forward
 
     def recording(self, xa, Wa, b=None):
         # inside a checkpointed block the first forward records nothing; its re-run in backward
         # computes every gx, so count one there
         input_grad = bool(self.needs_input_grad[0]) or not is_grad_enabled()
-        shapes.append((xa.shape[0], xa.shape[1], Wa.shape[0], xa.shape[2], xa.shape[3], Wa.shape[2],
-                       input_grad))
-        return original(self, xa, Wa, b)
+        (N, C, H, W), (OC, _, KH, KW) = xa.shape, Wa.shape
+        shapes.append((N, C, OC, H, W, KH, input_grad))
+        OH = conv_module.conv_output_size(H, KH, self.SH, self.PH)
+        OW = conv_module.conv_output_size(W, KW, self.SW, self.PW)
+        return get_array_module(xa).zeros((N, OC, OH, OW), dtype=xa.dtype)
 
     conv_module.Conv2dFunction.forward = recording
     try:
@@ -332,23 +338,36 @@ def conv_gemm_floor_flops(shape):
     return (3 if input_grad else 2) * 2 * OC * C * k * k * H * W * N
 
 
+# the image size each model's convolutions are timed at by ``every_conv``: the size it is trained
+# at (Cityscapes downsampled 4x for FRRN A, 2x for FRRN B)
+EVERY_CONV_SIZES = {"frrn_a": (256, 512), "frrn_b": (512, 1024)}
+
+
 def run_benchmarks(device="cpu", quick=False, tiny=False, repeats=None, checkpointing=True,
-                   every_conv=False):
-    """Run every benchmark and return (rows, machine dict). ``every_conv``: instead, every distinct
-    convolution of a FRRN A training step at 256×512 (frrn_tiny at 32×64 with ``tiny``), each
+                   every_conv=None):
+    """Run every benchmark and return (rows, machine dict). ``every_conv`` ("frrn_a", "frrn_b", or
+    True for FRRN A): instead, every distinct convolution of that model's training step on one
+    image of its training size (``EVERY_CONV_SIZES``; frrn_tiny at 32×64 with ``tiny``), each
     against its GEMM floor, and their total weighted by how often the step runs each."""
     check_device(device)
     if repeats is not None and repeats < 1:
         raise ValueError(f"--repeats must be >= 1 (or left out for the default), got {repeats}")
+    if every_conv is True:
+        every_conv = "frrn_a"
+    if every_conv and every_conv not in EVERY_CONV_SIZES:
+        raise ValueError(f"--every-conv takes one of {', '.join(EVERY_CONV_SIZES)}, "
+                         f"got {every_conv!r}")
     xp = cupy_or_none() if device == "gpu" else np
     ctx = Context(device, repeats or (3 if quick or tiny else 5), xp)
     _measure_machine(ctx, tiny)
+    from . import models
     from .models import FRRU, frrn_a, frrn_tiny
     if every_conv:
         if tiny:
             _bench_model_convs(ctx, "frrn_tiny", frrn_tiny, 32, 64)
         else:
-            _bench_model_convs(ctx, "frrn_a", frrn_a, 256, 512)
+            _bench_model_convs(ctx, every_conv, getattr(models, every_conv),
+                               *EVERY_CONV_SIZES[every_conv])
         return ctx.rows, _machine(ctx)
     s = 8 if tiny else 1
     convs = [(1, 128, 96, 64, 128, 3), (1, 224, 192, 32, 64, 3), (1, 96, 48, 128, 256, 3),

@@ -54,6 +54,41 @@ def test_every_conv_has_one_row_per_shape_of_the_step_and_their_weighted_total()
     assert total.ratio == pytest.approx(total.ms / total.floor_ms)
 
 
+@pytest.mark.parametrize("builder,checkpoint", [("frrn_b", False), ("frrn_a", True)])
+def test_conv_shapes_are_recorded_without_computing_and_match_a_real_forward(monkeypatch, builder,
+                                                                             checkpoint):
+    import numpy as np
+
+    from minifrrn import models, nn, tensor
+    from minifrrn.bench import _conv_shapes_of
+    from minifrrn.functional import conv as conv_module
+    model = getattr(models, builder)(seed=0, checkpoint=checkpoint)
+    x = tensor(np.random.default_rng(5).random((1, 3, 64, 128), dtype=np.float32))
+    computing, seen = conv_module.Conv2dFunction.forward, []
+
+    def observing(self, xa, Wa, b=None):
+        seen.append((xa.shape[0], xa.shape[1], Wa.shape[0], xa.shape[2], xa.shape[3], Wa.shape[2]))
+        return computing(self, xa, Wa, b)
+
+    monkeypatch.setattr(conv_module.Conv2dFunction, "forward", observing)
+    recorded = _conv_shapes_of(model, x)
+    assert seen == []  # the record computed no convolution
+    model(x)  # a real training forward, every convolution computed
+    assert [shape[:6] for shape in recorded] == seen
+    # every Conv2d layer once; gx for all but the stem, whose input is the image
+    assert len(recorded) == sum(isinstance(m, nn.Conv2d) for _, m in model.named_modules())
+    assert recorded[0][6] is False and all(shape[6] for shape in recorded[1:])
+
+
+def test_every_conv_refuses_an_unknown_model(capsys):
+    with pytest.raises(ValueError, match="--every-conv takes one of frrn_a, frrn_b, got 'frrn_c'"):
+        run_benchmarks("cpu", every_conv="frrn_c")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--every-conv", "frrn_c"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'frrn_c'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("repeats", ["0", "-3"])
 def test_bench_cli_refuses_repeats_below_one(repeats, capsys):
     assert main(["bench", "--tiny", "--repeats", repeats]) == 2

@@ -11,9 +11,11 @@ def add_arguments(parser):
     parser.add_argument("--json", help="also write the table as JSON to this file")
     parser.add_argument("--no-checkpointing", action="store_true",
                         help="skip the frrn_a step with gradient checkpointing")
-    parser.add_argument("--every-conv", action="store_true",
-                        help="instead: every distinct convolution of a frrn_a training step "
-                             "(256x512, batch 1) against its GEMM floor, and their weighted total")
+    parser.add_argument("--every-conv", nargs="?", const="frrn_a", default=None,
+                        choices=["frrn_a", "frrn_b"], metavar="MODEL",
+                        help="instead: every distinct convolution of a training step of MODEL "
+                             "(frrn_a, the default, at 256x512; frrn_b at 512x1024; batch 1) "
+                             "against its GEMM floor, and their weighted total")
     parser.add_argument("--tiny", action="store_true", help=argparse_suppress())
 
 
