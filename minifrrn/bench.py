@@ -260,8 +260,7 @@ def _conv_shapes_of(model, x):
     The convolutions are not computed: each returns zeros of its output's shape, which is all the
     record needs (FRRN B's forward at 512×1024 takes 22 s on two cores, almost all of it in them)."""
     from .functional import conv as conv_module
-    shapes = []
-    original = conv_module.Conv2dFunction.forward
+    shapes, original = [], conv_module.Conv2dFunction.forward
 
     def recording(self, xa, Wa, b=None):
         # inside a checkpointed block the first forward records nothing; its re-run in backward

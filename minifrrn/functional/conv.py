@@ -233,8 +233,8 @@ def _bands(N, OH, OW, CKK, dtype):
 
 def _blas_matrix(array, rows, cols):
     """``array`` as a (rows, cols) matrix that BLAS reads in place: a view where its strides
-    allow one laid out by rows or by columns (BLAS takes the second as a transposed operand, at the
-    same speed), else a contiguous copy."""
+    allow one laid out by rows or by columns (BLAS takes the second as a transposed operand: for
+    the adjoint GEMM of 384->384 at 32x64, as fast to within the noise), else a contiguous copy."""
     matrix = array.reshape(rows, cols)  # a view where the strides allow it, else a copy
     if matrix.flags.c_contiguous or matrix.flags.f_contiguous:
         return matrix
