@@ -30,7 +30,7 @@ import statistics
 import subprocess
 import time
 import tracemalloc
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -39,7 +39,7 @@ from .autograd import is_grad_enabled, tensor
 from .backend import check_device, cupy_or_none, get_array_module
 
 __all__ = ["Row", "Context", "run_benchmarks", "format_rows", "conv_gemm_floor", "median_time",
-           "median_times", "timed_runs", "spread_pct"]
+           "median_times", "timed_runs", "spread_pct", "load_json", "format_comparison"]
 
 
 @dataclass
@@ -462,3 +462,61 @@ def format_rows(rows, machine):
 
 def to_json(rows, machine):
     return json.dumps({"machine": machine, "rows": [asdict(r) for r in rows]}, indent=1)
+
+
+def load_json(path):
+    """(rows, machine) from a file ``minifrrn bench --json`` wrote; a missing, unreadable or
+    foreign file raises ValueError (FileNotFoundError if missing) naming it."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist: give a file written by "
+                                f"minifrrn bench --json") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not JSON ({error}): give a file written by "
+                         f"minifrrn bench --json") from None
+    known = {f.name for f in fields(Row)}
+    try:
+        machine = data["machine"]
+        machine["device"], machine["gemm_gflops"], machine["copy_bandwidth_gbs"]
+        # fields a later version may add are left out; name, shape and ms are required
+        rows = [Row(**{key: value for key, value in row.items() if key in known})
+                for row in data["rows"]]
+    except (TypeError, KeyError, AttributeError):
+        raise ValueError(f"{path} is not a minifrrn bench --json file (it needs 'machine' and "
+                         f"'rows' as the bench writes them): give a file written by "
+                         f"minifrrn bench --json") from None
+    return rows, machine
+
+
+def _describe_run(label, machine):
+    return (f"{label}: {machine['device']}" + (f" ({machine['gpu']})" if machine.get("gpu") else "")
+            + f", commit {machine.get('commit') or 'unknown'}, large GEMM "
+            f"{machine['gemm_gflops']:.0f} GFLOP/s, copy {machine['copy_bandwidth_gbs']:.1f} GB/s")
+
+
+def format_comparison(old, new):
+    """Two bench runs side by side, from ``load_json``'s (rows, machine) of each: per benchmark
+    (matched by name and shape) both ratios to their floors, both median times and new/old time.
+    Each ratio carries its own run's floor, so it stands up better to a change of the machine's
+    state between the runs than the times do; rows found in one run only are listed last."""
+    (old_rows, old_machine), (new_rows, new_machine) = old, new
+    header = (f"{'benchmark':<34}{'shape':<26}{'old ratio':>10}{'new ratio':>10}{'old ms':>10}"
+              f"{'new ms':>10}{'new/old ms':>11}")
+    lines = [_describe_run("old", old_machine), _describe_run("new", new_machine), header,
+             "-" * len(header)]
+    old_by_key = {(r.name, r.shape): r for r in old_rows}
+    new_keys = {(r.name, r.shape) for r in new_rows}
+    for r in new_rows:
+        before = old_by_key.get((r.name, r.shape))
+        if before is None:
+            continue
+        lines.append(f"{r.name:<34}{r.shape:<26}{_fmt(before.ratio, '.2f'):>10}"
+                     f"{_fmt(r.ratio, '.2f'):>10}{before.ms:>10.2f}{r.ms:>10.2f}"
+                     f"{r.ms / before.ms if before.ms > 0 else float('nan'):>11.2f}")
+    only = ([f"only in old: {r.name}  {r.shape}" for r in old_rows
+             if (r.name, r.shape) not in new_keys]
+            + [f"only in new: {r.name}  {r.shape}" for r in new_rows
+               if (r.name, r.shape) not in old_by_key])
+    return "\n".join(lines + only)

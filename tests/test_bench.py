@@ -165,3 +165,64 @@ def test_bench_json_into_a_missing_folder_is_refused_before_the_bench_runs(tmp_p
     assert main(["bench", "--tiny", "--json", str(target)]) == 2
     err = capsys.readouterr().err.strip()
     assert f"folder {target.parent} does not exist" in err and len(err.splitlines()) == 1
+
+
+def _write_run(path, rows, commit, gemm=300.0, copy=14.0):
+    from minifrrn.bench import Row, to_json
+    machine = {"device": "cpu", "gemm_gflops": gemm, "copy_bandwidth_gbs": copy, "commit": commit}
+    path.write_text(to_json([Row(*row) for row in rows], machine))
+    return str(path)
+
+
+def test_compare_puts_two_runs_side_by_side(tmp_path, capsys):
+    old = _write_run(tmp_path / "old.json", [("conv2d fwd+bwd", "1x8->8 16x16 k3", 10.0, 8.0, 1.25),
+                                             ("max_pool2d 2x2", "1x8x16x16", 4.0, 2.0, 2.0),
+                                             ("gone", "1x1", 1.0)], "aaaaaaa", gemm=250.0)
+    new = _write_run(tmp_path / "new.json", [("max_pool2d 2x2", "1x8x16x16", 3.0, 2.0, 1.5),
+                                             ("conv2d fwd+bwd", "1x8->8 16x16 k3", 8.0, 6.4, 1.25),
+                                             ("added", "2x2", 5.0)], "bbbbbbb")
+    assert main(["bench", "--compare", old, new]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("old: cpu, commit aaaaaaa, large GEMM 250 GFLOP/s")
+    assert out[1].startswith("new: cpu, commit bbbbbbb, large GEMM 300 GFLOP/s")
+    pool = next(line for line in out if line.startswith("max_pool2d 2x2"))
+    assert pool.split()[-5:] == ["2.00", "1.50", "4.00", "3.00", f"{3.0 / 4.0:.2f}"]
+    conv = next(line for line in out if line.startswith("conv2d fwd+bwd"))
+    assert conv.split()[-5:] == ["1.25", "1.25", "10.00", "8.00", f"{8.0 / 10.0:.2f}"]
+    assert out[-2:] == ["only in old: gone  1x1", "only in new: added  2x2"]
+
+
+def test_compare_reads_what_the_bench_writes(tmp_path, capsys):
+    paths = [str(tmp_path / f"run{i}.json") for i in (1, 2)]
+    for path in paths:
+        assert main(["bench", "--tiny", "--repeats", "1", "--json", path]) == 0
+    rows = json.loads(open(paths[0]).read())["rows"]
+    capsys.readouterr()
+    assert main(["bench", "--compare", *paths]) == 0
+    out = capsys.readouterr().out
+    assert all(row["name"] in out for row in rows) and "only in" not in out
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "does not exist: give a file written by minifrrn bench --json"),
+    ("not json {", "is not JSON"),
+    ('{"rows": []}', "is not a minifrrn bench --json file"),
+    ('{"machine": {"device": "cpu", "gemm_gflops": 1, "copy_bandwidth_gbs": 1}, "rows": [{"x": 1}]}',
+     "is not a minifrrn bench --json file"),
+    ("[1, 2]", "is not a minifrrn bench --json file"),
+])
+def test_compare_names_a_file_it_cannot_read(tmp_path, capsys, content, message):
+    good = _write_run(tmp_path / "good.json", [("a", "1", 1.0)], "ccccccc")
+    bad = tmp_path / "bad.json"
+    if content is not None:
+        bad.write_text(content)
+    assert main(["bench", "--compare", good, str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(bad) in err and message in err and len(err.splitlines()) == 1
+
+
+def test_compare_refuses_options_that_would_run_a_bench(tmp_path, capsys):
+    path = _write_run(tmp_path / "run.json", [("a", "1", 1.0)], "ddddddd")
+    assert main(["bench", "--compare", path, path, "--quick", "--every-conv"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--compare reads two --json files and runs nothing: drop --quick, --every-conv" in err

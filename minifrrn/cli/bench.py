@@ -1,7 +1,7 @@
 """`minifrrn bench`: op and model timings, each as a ratio to a floor measured in the same run."""
 from pathlib import Path
 
-from . import check_output_file
+from . import CLIError, check_output_file
 
 
 def add_arguments(parser):
@@ -16,6 +16,9 @@ def add_arguments(parser):
                         help="instead: every distinct convolution of a training step of MODEL "
                              "(frrn_a, the default, at 256x512; frrn_b at 512x1024; batch 1) "
                              "against its GEMM floor, and their weighted total")
+    parser.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"),
+                        help="instead of running: two files written by --json, side by side "
+                             "(both ratios, both times, new/old time)")
     parser.add_argument("--tiny", action="store_true", help=argparse_suppress())
 
 
@@ -25,7 +28,17 @@ def argparse_suppress():
 
 
 def run(args):
-    from ..bench import format_rows, run_benchmarks, to_json
+    from ..bench import format_comparison, format_rows, load_json, run_benchmarks, to_json
+    if args.compare:
+        running = [option for option, given in (("--json", args.json), ("--quick", args.quick),
+                                                 ("--every-conv", args.every_conv),
+                                                 ("--repeats", args.repeats is not None))
+                   if given]
+        if running:
+            raise CLIError(f"--compare reads two --json files and runs nothing: drop "
+                           f"{', '.join(running)}")
+        print(format_comparison(load_json(args.compare[0]), load_json(args.compare[1])))
+        return 0
     if args.json:
         check_output_file(args.json, "--json")
     rows, machine = run_benchmarks(args.device, quick=args.quick, tiny=args.tiny,
