@@ -38,7 +38,9 @@ gW sums gy[n][:, band] @ cols_bandᵀ over the bands, from what forward keeps (t
 cols: on wide layers x itself, whose band rows are copied with their padding written as zeros, and
 the shift moves to KW shifted copies of gy, stacked for one GEMM again; elsewhere x padded); gx is
 the convolution of gy with the flipped, transposed kernel Wᵀ[:, :, ::-1, ::-1]
-padded by K − 1 − P, by the banded route too, with no col2im. For inputs of few channels (the RGB
+padded by K − 1 − P, by the banded route too, with no col2im (that kernel is one copy of W laid out
+filter by filter, which the banded GEMMs read in place as a transposed operand: ``_adjoint_kernel``).
+For inputs of few channels (the RGB
 stem) that adjoint GEMM would have only C rows, and where the weights are large beside the batch's
 pixels (FRRN A's 384-filter layers at 16×32, one image) the adjoint's flipped copy of the weights
 outweighs col2im's additions, so gx is Wᵀ·gy followed by col2im instead, also band by band.
