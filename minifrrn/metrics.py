@@ -12,6 +12,11 @@ a 34×34 confusion matrix over *label ids* (rows ground truth, columns predictio
   instance-capable id of the category, caravan and trailer too, and so does its FP;
 * averages over the entries that are not NaN.
 
+The official script refuses a frame without its instanceIds file. ``add`` accepts one (instance ids
+``None``: during training, validation scores what it has), but then no instance-level score can be
+right, since that frame's instances would be missing from TP and FN while its pixels still count
+in FP: every iIoU is NaN once a frame has come without instance ids.
+
 ``ConfusionMatrix`` is the fast trainId version used for validation during training.
 """
 from __future__ import annotations
@@ -59,6 +64,7 @@ class CityscapesEvaluator:
         self.cat_tp_weighted = {c: 0.0 for c in _INST_CATEGORIES}
         self.cat_fn_weighted = {c: 0.0 for c in _INST_CATEGORIES}
         self.frames = 0
+        self.frames_without_instances = 0  # any: every iIoU is NaN (module docstring)
 
     def add(self, prediction, gt_label_ids, gt_instance_ids=None, name=None):
         where = f" (frame {name})" if name else ""
@@ -80,7 +86,9 @@ class CityscapesEvaluator:
         self.confusion += np.bincount((gt * NUM_IDS + pred).ravel(),
                                       minlength=NUM_IDS * NUM_IDS).reshape(NUM_IDS, NUM_IDS).astype(
                                           np.uint64)
-        if gt_instance_ids is not None:
+        if gt_instance_ids is None:
+            self.frames_without_instances += 1
+        else:
             inst = as_numpy(gt_instance_ids).astype(np.int64)
             if inst.shape != gt.shape:
                 raise ValueError(f"instance ids{where} have shape {inst.shape}, labels {gt.shape}")
@@ -115,7 +123,7 @@ class CityscapesEvaluator:
         return _div(tp, tp + self._fp([c], {c}) + fn)
 
     def class_iiou(self, c):
-        if _IGNORED[c] or not ID_TO_LABEL[c].hasInstances:
+        if _IGNORED[c] or not ID_TO_LABEL[c].hasInstances or self.frames_without_instances:
             return float("nan")
         tp, fn = self.tp_weighted[c], self.fn_weighted[c]
         return _div(tp, tp + self._fp([c], {c}) + fn)
@@ -130,7 +138,7 @@ class CityscapesEvaluator:
         return _div(block, block + self._fp(ids, others) + fn)
 
     def category_iiou(self, category):
-        if category not in _INST_CATEGORIES:
+        if category not in _INST_CATEGORIES or self.frames_without_instances:
             return float("nan")
         all_ids = _CATEGORY_ALL_INSTANCE_IDS[category]
         others = {i for i in _IDS if _CATEGORY_OF[i] == category}

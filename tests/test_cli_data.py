@@ -83,3 +83,19 @@ def test_synth_into_a_path_under_a_file_names_the_folder(tmp_path, capsys):
     assert main(["synth", "--out", str(blocker / "data"), "--train", "1", "--val", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert f"output folder {blocker / 'data'} cannot be made" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("source", ["--predictions", "--checkpoint"])
+def test_eval_refuses_frames_without_instance_ids_before_any_work(tmp_path, capsys, source):
+    # the official script needs instanceIds next to every labelIds file for its iIoU scores
+    root = tmp_path / "data"
+    main(["synth", "--out", str(root), "--train", "1", "--val", "3", "--height", "16", "--width", "32"])
+    instance_files = sorted((root / "gtFine" / "val").rglob("*_instanceIds.png"))
+    instance_files[1].unlink()
+    # an empty prediction folder, a checkpoint that does not exist: the instance files come first
+    (tmp_path / "nothing").mkdir()
+    target = tmp_path / ("nothing" if source == "--predictions" else "none.npz")
+    assert main(["eval", source, str(target), "--data", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"1 of 3 frames have no instanceIds file (the first: {instance_files[1]})" in err
+    assert len(err.splitlines()) == 1

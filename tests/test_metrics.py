@@ -134,3 +134,24 @@ def test_confusion_matrix_against_a_naive_loop():
     iou = [naive[c, c] / (naive[c].sum() + naive[:, c].sum() - naive[c, c]) for c in range(5)]
     np.testing.assert_allclose(cm.iou(), iou)
     assert cm.miou() == pytest.approx(np.mean(iou))
+
+
+def test_a_frame_without_instance_ids_makes_every_iiou_nan_and_leaves_iou_alone():
+    rng = np.random.default_rng(21)
+    gt = rng.choice([7, 24, 26, 0], size=(12, 16)).astype(np.uint8)
+    inst = np.where(gt == 26, 26001, np.where(gt == 24, 24001, gt)).astype(np.int64)
+    pred = np.where(rng.random(gt.shape) < 0.8, gt, 26).astype(np.uint8)
+    pred[pred == 0] = 7
+    complete, partial = CityscapesEvaluator(), CityscapesEvaluator()
+    for evaluator in (complete, partial):
+        evaluator.add(pred, gt, inst)
+    complete.add(pred, gt, inst)
+    partial.add(pred, gt, None)  # the same frame, its instanceIds missing
+    whole, missing = complete.results(), partial.results()
+    assert not np.isnan(whole["averageScoreInstClasses"])  # the check below can fail
+    for key in ("averageScoreInstClasses", "averageScoreInstCategories"):
+        assert np.isnan(missing[key])
+    assert all(np.isnan(v) for v in missing["classInstScores"].values())
+    assert all(np.isnan(v) for v in missing["categoryInstScores"].values())
+    for key in ("averageScoreClasses", "averageScoreCategories"):
+        assert missing[key] == whole[key]

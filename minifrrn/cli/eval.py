@@ -18,12 +18,14 @@ def add_arguments(parser):
 
 def evaluate_folder(predictions, data, split="val"):
     """Score label-id PNGs (one per ground-truth frame, matched by name) as the official script does."""
-    from ..data.cityscapes import find_frames, read_instance_ids, read_label_ids
+    from ..data.cityscapes import (find_frames, read_instance_ids, read_label_ids,
+                                   require_instance_files)
     from ..metrics import CityscapesEvaluator
     folder = Path(predictions)
     if not folder.is_dir():
         raise CLIError(f"prediction folder {folder} does not exist")
     frames = find_frames(data, split)
+    require_instance_files(frames)
     by_frame = {}
     names = {f.name for f in frames}
     for path in sorted(folder.rglob("*.png")):
@@ -38,8 +40,7 @@ def evaluate_folder(predictions, data, split="val"):
             raise CLIError(f"no prediction for frame {frame.name} in {folder}")
         prediction = read_label_ids(by_frame[frame.name])
         gt = read_label_ids(frame.label_path)
-        instances = read_instance_ids(frame.instance_path) if frame.instance_path.exists() else None
-        evaluator.add(prediction, gt, instances, name=frame.name)
+        evaluator.add(prediction, gt, read_instance_ids(frame.instance_path), name=frame.name)
     return evaluator.results()
 
 

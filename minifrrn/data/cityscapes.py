@@ -21,8 +21,8 @@ from PIL import Image, UnidentifiedImageError
 from .augment import random_gamma, random_translate
 from .labels import ID2TRAIN, VOID
 
-__all__ = ["Cityscapes", "Frame", "find_frames", "read_image", "read_label_ids", "read_instance_ids",
-           "downsample_labels", "downsample_image"]
+__all__ = ["Cityscapes", "Frame", "find_frames", "require_instance_files", "read_image",
+           "read_label_ids", "read_instance_ids", "downsample_labels", "downsample_image"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,16 @@ def find_frames(root, split):
     if not frames:
         raise FileNotFoundError(f"no *_leftImg8bit.png images under {image_dir}")
     return frames
+
+
+def require_instance_files(frames):
+    """Refuse frames of which one has no instanceIds file, as the official evaluation does: its
+    instance-level scores (iIoU) need one next to every labelIds file."""
+    missing = [frame.instance_path for frame in frames if not frame.instance_path.exists()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {len(frames)} frames have no instanceIds file "
+                                f"(the first: {missing[0]}): the official iIoU scores need one "
+                                f"next to every labelIds file, as gtFine_trainvaltest.zip provides")
 
 
 def _open(path):

@@ -22,7 +22,8 @@ from .. import functional as F
 from ..autograd import no_grad, tensor
 from ..backend import as_numpy, check_device, get_array_module, to_device
 from ..data import Cityscapes, DataLoader, ensure_synthetic
-from ..data.cityscapes import read_image, read_instance_ids, read_label_ids
+from ..data.cityscapes import (find_frames, read_image, read_instance_ids, read_label_ids,
+                               require_instance_files)
 from ..data.labels import TRAIN2ID
 from ..metrics import CityscapesEvaluator, ConfusionMatrix
 from ..models import MODELS, build_model
@@ -181,8 +182,9 @@ def evaluate_checkpoint(checkpoint, data, split="val", device="cpu", batch_size=
     """``minifrrn eval --checkpoint``: the four official scores of a checkpoint on a split."""
     check_device(device)
     _check_batch_size(batch_size)
-    model, meta = load_model(checkpoint, device)
     root = ensure_synthetic() if data == "synthetic" else data
+    require_instance_files(find_frames(root, split))  # before the model is loaded
+    model, meta = load_model(checkpoint, device)
     dataset = Cityscapes(root, split, downsample=meta.get("config", {}).get("downsample", 1),
                          for_training=False)
     return evaluate_model(model, dataset, device, batch_size=batch_size)
