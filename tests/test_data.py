@@ -59,6 +59,22 @@ def test_synthetic_is_reproducible(tmp_path):
         np.testing.assert_array_equal(x, y)
 
 
+def test_synthetic_polygons_name_the_class_they_were_drawn_as():
+    # a wall-or-fence segment is drawn as one or the other: its polygon says which
+    names = {label.name for label in labels.LABELS}
+    drawn = set()
+    for seed in range(40):
+        _, ids, _, polygons = synth.render_scene(np.random.default_rng(seed), 32, 64)
+        found = {obj["label"] for obj in polygons["objects"]}
+        # crowd regions are "<class>group", as in Cityscapes' own polygon files
+        assert {name[:-len("group")] if name.endswith("group") else name for name in found} <= names
+        for name, label_id in (("fence", 13), ("wall", 12)):
+            if (ids == label_id).any():
+                assert name in found, (seed, name)
+                drawn.add(name)
+    assert drawn == {"fence", "wall"}  # both kinds came up
+
+
 def test_synthetic_colours_do_not_determine_the_class():
     # the same RGB colour appears under several classes: a colour lookup cannot solve the task
     image, ids, _, _ = synth.render_scene(np.random.default_rng(1), 64, 128)

@@ -154,8 +154,10 @@ def render_scene(rng, height=128, width=256):
     # --- a wall or fence segment sometimes, trees behind the sidewalk -----------------------------
     if rng.random() < 0.35:
         x0 = rng.uniform(0, W * 0.7)
-        c.rect(int(horizon - H * 0.06), horizon + 2, int(x0), int(x0 + W * rng.uniform(0.1, 0.3)),
-               WALL if rng.random() < 0.5 else FENCE, _vary(rng, (0.55, 0.5, 0.5)), "wall")
+        x1 = int(x0 + W * rng.uniform(0.1, 0.3))  # the random draws in their old order: same scenes
+        label_id = WALL if rng.random() < 0.5 else FENCE
+        c.rect(int(horizon - H * 0.06), horizon + 2, int(x0), x1, label_id,
+               _vary(rng, (0.55, 0.5, 0.5)), "wall" if label_id == WALL else "fence")
     for _ in range(rng.integers(1, 5)):
         cx = rng.uniform(0, W)
         r = H * rng.uniform(0.07, 0.18)
