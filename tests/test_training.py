@@ -230,6 +230,10 @@ def test_default_translation_range_follows_the_paper():
     assert default_max_shift(512) == 30       # FRRN A at 256x512
     assert default_max_shift(128) == 8        # synthetic scenes at 64x128: the same fraction as A
     assert default_max_shift(8) == 1
+    assert default_max_shift(768) == 35       # halfway between A's and B's
+    assert default_max_shift(2048) == 40
+    shifts = [default_max_shift(width) for width in range(1, 2049)]
+    assert all(a <= b for a, b in zip(shifts, shifts[1:]))  # never falls as the width grows
 
 
 def test_cli_predict_names_a_folder_given_as_an_image_and_an_output_it_cannot_make(tmp_path,

@@ -1,8 +1,8 @@
 """The ``minifrrn`` command.
 
 Each subcommand lives in its own module of this package (``minifrrn/cli/<name>.py``) with two
-functions: ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their
-subcommand runs, so ``minifrrn --help`` stays fast.
+functions: ``add_arguments(parser)`` and ``run(args) -> int``. Building the parser imports every
+subcommand's module for its arguments; what a subcommand needs only to run is imported in ``run``.
 
 Errors the user can fix (a wrong path, a bad flag value, a missing GPU) are raised as ``CLIError``,
 ``ValueError``, ``TypeError``, ``FileNotFoundError`` or ``GPUUnavailableError``; ``main`` prints their
@@ -23,7 +23,7 @@ COMMANDS = {
     "eval": "score a checkpoint or a folder of label-id PNGs with the four official Cityscapes metrics",
     "predict": "write label-id PNGs and colour overlays for a list of images",
     "synth": "generate synthetic street scenes as real Cityscapes-format files",
-    "bench": "time the ops and models, as ratios to their GEMM floors",
+    "bench": "time the ops and models, as ratios to floors measured in the same run",
 }
 
 

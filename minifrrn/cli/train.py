@@ -34,8 +34,9 @@ def add_arguments(parser):
                         help="image downsampling factor (default 2 on synthetic, 4 on Cityscapes: "
                              "FRRN A's 256x512; use 2 for FRRN B's 512x1024)")
     parser.add_argument("--max-shift", type=int, default=None,
-                        help="translation augmentation in pixels (default: FRRN's 40 px at 1024 wide, "
-                             "30 px at 512 wide, the same fraction of the width below)")
+                        help="translation augmentation in pixels (default: FRRN's 40 px at 1024 "
+                             "wide and above, 30 px at 512 wide, straight between them, and 30/512 "
+                             "of the width below)")
     parser.add_argument("--loss", default="bootstrapped", help="bootstrapped | ce")
     parser.add_argument("--val-every", type=int, default=DEFAULTS.val_every)
     parser.add_argument("--val-frames", type=int, default=None,

@@ -137,7 +137,8 @@ class Cityscapes:
         root: dataset folder with ``leftImg8bit/`` and ``gtFine/``.
         split: ``train``, ``val`` (``test`` is refused for training: its labels are empty).
         downsample: integer factor (FRRN A trains at 4, B at 2).
-        augment: random translation by up to ``max_shift`` pixels (default: 30 at ×4, 40 otherwise)
+        augment: random translation by up to ``max_shift`` pixels (default: 30 at ×4 and coarser,
+            40 at ×2 and finer; ``Trainer`` sets it from the width instead, ``default_max_shift``)
             with reflection-padded images and void-filled labels, and random gamma.
         seed: augmentation is a pure function of (seed, epoch, index).
         cache_mb: decoded, downsampled frames (uint8 image and trainIds) are kept in memory up to

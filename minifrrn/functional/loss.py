@@ -10,7 +10,8 @@ computed stably by subtracting the per-pixel maximum first (logits of magnitude 
 * ``cross_entropy``: the mean of ℓ_j over the V non-void pixels of the batch.
 * ``bootstrapped_cross_entropy`` (FRRN): per image, the mean of the K largest ℓ_j among its non-void
   pixels (void is excluded *before* selecting; all of them when fewer than K are valid), then the mean
-  over the batch. K = ⌊H·W/16⌋ by default.
+  over the batch's N images (an image with no valid pixel adds 0 and still counts in N).
+  K = max(1, ⌊H·W/16⌋) by default.
 
 Both are "weighted pixel losses" L = Σ_j w_j ℓ_j with w_j = 1/V (plain) or 1/(N·K_n) on the selected
 pixels of image n and 0 elsewhere (bootstrapped). Their gradient with respect to the logits is
@@ -160,7 +161,8 @@ def cross_entropy(logits, target, ignore_index=255):
 
 def bootstrapped_cross_entropy(logits, target, k=None, ignore_index=255):
     """FRRN's bootstrapped cross-entropy: per image the mean of the K largest non-void pixel losses
-    (K = ⌊H·W/16⌋ by default), then the batch mean. Gradient only through the selected pixels."""
+    (K = max(1, ⌊H·W/16⌋) by default), then the mean over the N images. Gradient only through the
+    selected pixels."""
     _check("bootstrapped_cross_entropy", logits, target, ignore_index)
     if k is not None and (not isinstance(k, (int, np.integer)) or k < 1):
         raise ValueError(f"bootstrapped_cross_entropy: k must be a positive integer, got {k!r}")

@@ -129,8 +129,10 @@ def bilinear2x_axis(x, axis, out=None):
         return _on(axis, x.ndim, index)
 
     out[at(slice(0, None, 2))] = x
-    # x[m]/2 + x[m + 1]/2 is (x[m] + x[m + 1])/2 to the bit (halving a normal number is exact),
-    # and halving x first, contiguously, spares a second strided pass over the odd entries of out
+    # x[m]/2 + x[m + 1]/2 is (x[m] + x[m + 1])/2 to the bit (halving a normal number is exact)
+    # except near the float range's ends, where it is the safer of the two (x[m] + x[m + 1] may
+    # overflow; halving a subnormal rounds); and halving x first, contiguously, spares a second
+    # strided pass over the odd entries of out
     half = x * x.dtype.type(0.5)
     xp.add(half[at(slice(None, -1))], half[at(slice(1, None))], out=out[at(slice(1, -1, 2))])
     out[at(-1)] = x[at(-1)]

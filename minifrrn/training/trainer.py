@@ -1,4 +1,4 @@
-"""The training loop: progress, validation, checkpoints that never lose work, and resuming.
+"""The training loop: progress, validation, atomic checkpoints, and resuming.
 
 The state of a run is exactly (model weights and buffers, optimiser moments, schedule, step): the data
 order and every augmentation are pure functions of (seed, epoch, index), so a run interrupted and
@@ -90,9 +90,13 @@ class TrainConfig:
 
 def default_max_shift(width):
     """FRRN's translation range at network resolution: ±40 px for B at 1024 wide, ±30 px for A at
-    512 wide, and the same fraction of the width (30/512) at smaller resolutions."""
+    512 wide, straight between the two, 40 px wider still, and the same fraction of the width as
+    A's (30/512) below 512. Never falls as the width grows (the fraction alone would give 60 px
+    just below 1024 wide, then 40)."""
     if width >= 1024:
         return 40
+    if width > 512:
+        return round(30 + 10 * (width - 512) / 512)
     return max(1, round(30 * width / 512))
 
 
