@@ -13,7 +13,7 @@
 // bn_statistics, one thread per channel, after channel_sums gave sum_sq[c] = sum of (x - mean[c])^2:
 //   var[c] = sum_sq[c] / M,  invstd[c] = 1 / sqrt(var[c] + eps)
 //   update = 1: running_mean[c] = (1 - m) * running_mean[c] + m * mean[c]
-//               running_var[c]  = (1 - m) * running_var[c]  + m * var[c] * M / (M - 1)
+//               running_var[c]  = (1 - m) * running_var[c]  + m * var[c] * M / max(M - 1, 1)
 // One launch instead of about a dozen array operations on C numbers, each a launch of its own.
 
 template <typename T>

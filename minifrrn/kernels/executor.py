@@ -59,6 +59,9 @@ def kernel_source(filename):
 
 # launch configurations and kernel sizes are cached: a training step asks for the same few hundred
 # again and again, and working them out in Python costs host time the GPU waits for
+INT32_MAX = 2 ** 31 - 1
+
+
 @functools.lru_cache(maxsize=4096)
 def launch_config(total, threads=THREADS_PER_BLOCK, max_blocks=65_535):
     """(grid, block) for ``total`` elements: one thread each, the grid-stride loop covering the rest."""
@@ -69,12 +72,15 @@ def launch_config(total, threads=THREADS_PER_BLOCK, max_blocks=65_535):
 @functools.lru_cache(maxsize=4096)
 def launch_config_2d(pixels, rows, threads=THREADS_PER_BLOCK, max_blocks=65_535):
     """(grid, block) for kernels that walk ``rows`` with blockIdx.y and the ``pixels`` of a row with
-    blockIdx.x·blockDim.x + threadIdx.x (grid-stride loops in both directions)."""
-    if int(pixels) >= 2 ** 31 or int(rows) >= 2 ** 31:
+    blockIdx.x·blockDim.x + threadIdx.x (grid-stride loops in both directions). The kernels count
+    both, and step past the last of each, in 32-bit ints: a loop's index reaches the count plus one
+    stride (the threads of the grid in x, its blocks in y) before it stops, so that must fit."""
+    x_blocks = max(1, min(-(-int(pixels) // threads), max_blocks))
+    y_blocks = max(1, min(int(rows), max_blocks))
+    if int(pixels) + x_blocks * threads > INT32_MAX or int(rows) + y_blocks > INT32_MAX:
         raise ValueError(f"{pixels} pixels x {rows} rows: the kernels count pixels and rows in "
                          "32 bits; split the batch or the image")
-    x_blocks = max(1, min(-(-int(pixels) // threads), max_blocks))
-    return (x_blocks, max(1, min(int(rows), max_blocks))), (threads,)
+    return (x_blocks, y_blocks), (threads,)
 
 
 def _full_name(name, dtype):

@@ -6,8 +6,10 @@
 // blockIdx.y walks the rows of cols (im2col) or the planes of x (col2im), blockIdx.x and threadIdx.x
 // the pixels of one row. A thread then splits only a row number and a pixel number, both 32-bit:
 // decoding one flat 64-bit index per element instead (six 64-bit divisions) made im2col 2.2x and
-// col2im 1.5-2x slower on an H200. Only the start of a row or plane is a 64-bit offset: a batch at
-// FRRN B's 512x1024 has more than 2^31 cols entries, but one row has OH*OW of them.
+// col2im 1.5-2x slower on an H200. Only the start of a row or plane is a 64-bit offset: at FRRN B's
+// 512x1024 the head's first 3x3 layer has 0.6 billion cols entries per image, past 2^31 from a batch
+// of four, but one row has OH*OW of them. (The host checks that planes, rows and the grid-stride
+// steps past them fit in 32 bits: ops._im2col_sizes, executor.launch_config_2d.)
 //
 // col2im is the adjoint, written as a *gather*: one thread per input pixel sums every cols entry
 // that was read from it. No atomics, so the result is deterministic.

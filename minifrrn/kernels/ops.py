@@ -10,7 +10,7 @@ import functools
 
 import numpy as np
 
-from .executor import launch_config, launch_config_2d
+from .executor import INT32_MAX, launch_config, launch_config_2d
 
 __all__ = ["channel_sums", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
            "batch_norm_statistics", "batch_norm_forward",
@@ -20,8 +20,9 @@ __all__ = ["channel_sums", "im2col", "col2im", "conv2d_forward", "conv2d_backwar
 
 i64, i32 = np.int64, np.int32
 
-# channel_sums / bn_backward_sums: each thread sums at least this many pixels of a plane on its own
-# (more threads would only lengthen the partial sums that are added up afterwards)
+# channel_sums / bn_backward_sums: each thread sums at most this many pixels of a plane on its own
+# (the launch asks for a thread per this many, in whole blocks of 256; more threads would only
+# lengthen the partial sums that are added up afterwards)
 PIXELS_PER_THREAD = 16
 
 
@@ -76,8 +77,13 @@ def _ones(xp, length, dtype):
 
 @functools.lru_cache(maxsize=4096)
 def _im2col_sizes(x_shape, KH, KW, SH, SW, PH, PW):
+    """(OH, OW, the kernels' int32 size arguments). Both kernels index an input plane (H·W values)
+    and an output plane (OH·OW) with 32-bit ints, whichever of the two their grid walks."""
     N, C, H, W = x_shape
     OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
+    if H * W > INT32_MAX or OH * OW > INT32_MAX:
+        raise ValueError(f"a {H}x{W} image with a {OH}x{OW} output: the kernels index a plane in "
+                         "32 bits; split the image")
     return OH, OW, tuple(i32(v) for v in (N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW))
 
 
