@@ -198,12 +198,14 @@ def test_launch_config_2d_refuses_sizes_beyond_32_bits():
         launch_config_2d(2 ** 31, 1)
 
 
-def test_col2im_is_deterministic():
+def test_col2im_writes_every_element(poisoned_empty):
+    # its output starts as NaN: an element the gather never wrote would show (stride 2 leaves
+    # input pixels that no window reads, which must come out 0)
     ex = EmulatorExecutor()
     cols = rnd(2, 3 * 9, 4 * 3, seed=30)
-    a = ops.col2im(np, ex, cols, (2, 3, 7, 5), 3, 3, 2, 2, 1, 1)
-    b = ops.col2im(np, ex, cols, (2, 3, 7, 5), 3, 3, 2, 2, 1, 1)
-    np.testing.assert_array_equal(a, b)
+    gathered = ops.col2im(np, ex, cols, (2, 3, 7, 5), 3, 3, 2, 2, 1, 1)
+    np.testing.assert_allclose(gathered, np_col2im(cols, (2, 3, 7, 5), 3, 3, 2, 2, 1, 1),
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_emulator_rejects_untyped_scalars_as_cupy_would_misread_them():
@@ -287,3 +289,20 @@ def test_gemm_refuses_what_cublas_would_misread():
         ex.gemm(a.astype(np.float32), b)
     with pytest.raises(ValueError, match="out must be"):
         ex.gemm(a, b, out=np.empty((4, 5)))
+
+
+def test_launch_config_2d_leaves_room_for_the_last_grid_stride():
+    # a loop index steps one grid stride past the count before it stops: that must fit in 32 bits
+    fits = 2 ** 31 - 1 - 65_535 * 256
+    launch_config_2d(fits, 1)
+    with pytest.raises(ValueError, match="32 bits"):
+        launch_config_2d(fits + 1, 1)
+    with pytest.raises(ValueError, match="32 bits"):
+        launch_config_2d(1, 2 ** 31 - 65_535)
+
+
+@pytest.mark.parametrize("x_shape,stride", [((1, 1, 2 ** 16, 2 ** 15), 2), ((1, 1, 2 ** 16, 2 ** 16), 1)])
+def test_im2col_refuses_planes_beyond_32_bits(x_shape, stride):
+    # with stride 2 the output plane fits but the input plane (read as x[h*W + w]) does not
+    with pytest.raises(ValueError, match="index a plane in 32 bits"):
+        ops._im2col_sizes(x_shape, 3, 3, stride, stride, 1, 1)
