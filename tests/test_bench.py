@@ -35,7 +35,8 @@ def test_bench_gpu_without_gpu_is_a_clear_error(capsys, monkeypatch):
     from minifrrn import backend
     monkeypatch.setattr(backend, "gpu_available", lambda: False)
     assert main(["bench", "--device", "gpu"]) == 2
-    assert "minifrrn[gpu]" in capsys.readouterr().err or "gpu" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert "minifrrn[gpu]" in err and len(err.splitlines()) == 1
 
 
 def test_every_conv_has_one_row_per_shape_of_the_step_and_their_weighted_total():
