@@ -1,6 +1,6 @@
 """The official Cityscapes pixel-level metrics, reproduced exactly, and a fast training-time mIoU.
 
-``CityscapesEvaluator`` follows cityscapesscripts' evalPixelLevelSemanticLabeling (CITYSCAPES.md §3):
+``CityscapesEvaluator`` follows cityscapesscripts' evalPixelLevelSemanticLabeling:
 a 34×34 confusion matrix over *label ids* (rows ground truth, columns prediction; every pixel counted),
 
 * IoU of class c: TP / (TP + FP + FN), where FN counts every prediction on GT = c pixels that is not c,

@@ -1,4 +1,4 @@
-"""FRRN.md's equations, verified numerically (float64, small shapes).
+"""The FRRU's equations (Pohlen et al., CVPR 2017), verified numerically (float64, small shapes).
 
     z_n = z_{n-1} + H(y_{n-1}, z_{n-1}; W_n),   y_n = G(y_{n-1}, z_{n-1}; W_n)
 """

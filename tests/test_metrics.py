@@ -1,4 +1,4 @@
-"""The official metrics on hand-computed cases (CITYSCAPES.md §3)."""
+"""The official metrics on hand-computed cases (cityscapesscripts' evalPixelLevelSemanticLabeling)."""
 import numpy as np
 import pytest
 

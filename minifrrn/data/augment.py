@@ -1,4 +1,4 @@
-"""FRRN's augmentations (FRRN.md, "Training")."""
+"""FRRN's augmentations (Pohlen et al., CVPR 2017, training details)."""
 from __future__ import annotations
 
 import math

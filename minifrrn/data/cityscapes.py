@@ -7,7 +7,7 @@
 A sample is a dict: ``image`` float32 (3, H, W) in [0, 1], ``target`` uint8 (H, W) trainIds with 255
 for void, ``name`` ``<city>_<seq>_<frame>``. Downsampling by an integer factor f uses Pillow's Lanczos
 filter for images and a majority vote per f×f cell for labels (void where the winner holds at most half
-of the cell), as FRRN.md prescribes.
+of the cell), as FRRN's training data is prepared.
 """
 from __future__ import annotations
 

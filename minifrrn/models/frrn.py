@@ -1,4 +1,4 @@
-"""FRRN built from a stage spec, FRRN A and B (FRRN.md), and a tiny FRRN for CPU training.
+"""FRRN built from a stage spec, FRRN A and B (Pohlen et al., CVPR 2017), and a tiny FRRN for CPU training.
 
     y = CBR(5, stem)(x); y = RU(stem)(y) ×3
     z = CB(1, z_channels)(y)                               # the residual stream starts

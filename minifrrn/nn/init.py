@@ -1,4 +1,4 @@
-"""Weight initialisation (FRRN.md): He-uniform, U(±√3·gain/√fan_in), fan_in = C_in·KH·KW.
+"""Weight initialisation as in FRRN: He-uniform, U(±√3·gain/√fan_in), fan_in = C_in·KH·KW.
 
 A module-level generator makes models reproducible: ``manual_seed(s)`` before building one.
 """
