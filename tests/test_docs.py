@@ -23,15 +23,16 @@ def _texts():
         yield path.name, "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
 
 
-def _code_blocks(text):
-    """The shell code blocks of a markdown text (fences tagged bash or sh, or untagged)."""
+def _code_blocks(text, languages=("", "bash", "sh")):
+    """The code blocks of a markdown text whose fence is tagged with one of ``languages`` (the
+    default: shell blocks, tagged bash or sh, or untagged)."""
     blocks, lines, language = [], None, None
     for line in text.splitlines():
         if line.startswith("```"):
             if lines is None:
                 lines, language = [], line[3:].strip()
             else:
-                if language in ("", "bash", "sh"):
+                if language in languages:
                     blocks.append("\n".join(lines))
                 lines = None
         elif lines is not None:
@@ -85,3 +86,17 @@ def test_options_named_in_prose_exist(where, span):
     for word in words[2:]:
         if word.startswith("--"):
             assert word.split("=")[0] in options, f"{where} names `{span}`: no option {word}"
+
+
+PYTHON_BLOCKS = [(where, block) for where, text in _texts()
+                 for block in _code_blocks(text, languages=("python",))]
+
+
+def test_the_readme_shows_python():
+    assert any(where == "README.md" for where, _ in PYTHON_BLOCKS)
+
+
+@pytest.mark.parametrize("where,block", PYTHON_BLOCKS,
+                         ids=[f"{w}: block {i}" for i, (w, _) in enumerate(PYTHON_BLOCKS)])
+def test_documented_python_runs(where, block):
+    exec(compile(block, f"<python block of {where}>", "exec"), {"__name__": "__docs__"})
