@@ -108,7 +108,8 @@ def main(argv=None):
     try:
         # checks the arguments, the GPU and the dataset before any work starts
         trainer = Trainer(make_config(args))
-    except (ValueError, FileNotFoundError, PermissionError, GPUUnavailableError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError,
+            GPUUnavailableError) as error:
         fail(error)  # CheckpointError (a --resume that does not fit) is a ValueError
     config = trainer.config
     print(f"recipe: batch {config.batch_size}, Adam lr {config.lr:g} (x0.1 after "

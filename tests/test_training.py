@@ -261,3 +261,93 @@ def test_the_frame_cache_size_reaches_both_splits(data_root, tmp_path, cache_mb)
     for split in (trainer.train_set, trainer.val_set):
         split.load(0)
         assert len(split._cache) == (1 if cache_mb else 0)
+
+
+def _cli_run(data_root, out, *extra):
+    return main(["train", "--data", str(data_root), "--batch-size", "2", "--val-every", "2",
+                 "--downsample", "1", "--lr", "1e-3", "--num-workers", "1", "--out", str(out),
+                 "--quiet", "--no-final-eval", *extra])
+
+
+def test_cli_resume_takes_the_runs_settings_and_refuses_other_ones(data_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _cli_run(data_root, out, "--steps", "2") == 0
+    # the command the interrupt message prints names only the folder; --steps trains longer
+    assert main(["train", "--resume", "--out", str(out), "--steps", "4", "--quiet",
+                 "--no-final-eval"]) == 0
+    saved = load_checkpoint(out / "last.npz")[2]
+    assert saved["step"] == 4
+    assert {k: saved["config"][k] for k in ("data", "batch_size", "lr", "val_every", "downsample")} \
+        == {"data": str(data_root), "batch_size": 2, "lr": 1e-3, "val_every": 2, "downsample": 1}
+    capsys.readouterr()
+    # a setting that differs from the run's is refused, before any step
+    assert main(["train", "--resume", "--out", str(out), "--steps", "6", "--lr", "5e-3",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "was started with lr=0.001, not lr=0.005" in err and len(err.splitlines()) == 1
+    assert load_checkpoint(out / "last.npz")[2]["step"] == 4
+
+
+def test_a_new_run_into_a_run_folder_is_refused(data_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _cli_run(data_root, out, "--steps", "2") == 0
+    log = (out / "log.jsonl").read_text()
+    assert _cli_run(data_root, out, "--steps", "2") == 2
+    assert "already holds a run (last.npz): continue it with --resume" in capsys.readouterr().err
+    assert (out / "log.jsonl").read_text() == log  # nothing appended
+
+
+def test_resume_after_a_crash_logs_each_step_once(data_root, tmp_path):
+    crashing = Trainer(config(data_root, tmp_path / "c", steps=4))  # checkpoints at steps 2 and 4
+    original, calls = crashing.loss_fn, []
+
+    def crash_in_the_fourth_step(logits, target):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("power cut")
+        return original(logits, target)
+
+    crashing.loss_fn = crash_in_the_fourth_step
+    with pytest.raises(RuntimeError, match="power cut"):
+        crashing.run()  # steps 1-3 logged, last.npz at step 2
+    Trainer(config(data_root, tmp_path / "c", steps=4, resume=True)).run()
+    logged = [json.loads(line) for line in (tmp_path / "c" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "loss" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in logged if "val_miou" in r] == [2, 4]
+
+
+def test_the_logged_rate_is_the_one_the_step_used(data_root, tmp_path):
+    trainer = Trainer(config(data_root, tmp_path / "lr", steps=3, lr=1e-3))
+    trainer.run()
+    logged = [json.loads(line) for line in (tmp_path / "lr" / "log.jsonl").read_text().splitlines()]
+    rates = [r["lr"] for r in logged if "lr" in r]
+    assert rates[0] == 1e-3  # the cosine schedule starts at the base rate
+    assert rates[0] > rates[1] > rates[2] > 1e-3 * 0.02  # and only reaches its end after the last
+
+
+def test_best_is_written_before_last(data_root, tmp_path):
+    trainer = Trainer(config(data_root, tmp_path / "order", steps=2))
+    written, save = [], trainer.save
+    trainer.save = lambda name="last.npz": (written.append(name), save(name))[1]
+    trainer.run()
+    assert written == ["best.npz", "last.npz"]  # a crash between them leaves no best without a file
+
+
+def test_checkpoints_get_the_usual_file_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "c.npz", {"w": np.ones(2, np.float32)}, {}, {"model": "tiny"})
+        (tmp_path / "other").write_text("")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "c.npz").stat().st_mode & 0o777 == (tmp_path / "other").stat().st_mode & 0o777
+    assert (tmp_path / "c.npz").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_checkpoint_that_is_a_folder_or_an_array_is_named(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros(3))
+    with pytest.raises(CheckpointError, match="holds a single array, not a minifrrn checkpoint"):
+        load_checkpoint(tmp_path / "a.npy")
+    with pytest.raises(IsADirectoryError, match=f"is a folder: give a checkpoint file in it, such "
+                                                f"as {tmp_path / 'best.npz'}"):
+        load_checkpoint(tmp_path)

@@ -5,7 +5,7 @@ functions: ``add_arguments(parser)`` and ``run(args) -> int``. Building the pars
 subcommand's module for its arguments; what a subcommand needs only to run is imported in ``run``.
 
 Errors the user can fix (a wrong path, a bad flag value, a missing GPU) are raised as ``CLIError``,
-``ValueError``, ``TypeError``, ``FileNotFoundError`` or ``GPUUnavailableError``; ``main`` prints their
+``ValueError``, ``TypeError``, ``FileNotFoundError``, ``FileExistsError`` or ``GPUUnavailableError``; ``main`` prints their
 one-line message (no traceback) and exits with status 2.
 """
 from __future__ import annotations
@@ -69,8 +69,8 @@ def main(argv=None) -> int:
     tune_cpu_allocator()  # reuse freed memory instead of faulting in fresh pages for every array
     try:
         return int(module.run(args) or 0)
-    except (CLIError, ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-            PermissionError, KeyError, GPUUnavailableError) as error:
+    except (CLIError, ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
+            IsADirectoryError, PermissionError, KeyError, GPUUnavailableError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"minifrrn {args.command}: error: {message}", file=sys.stderr)
         return 2

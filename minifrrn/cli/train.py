@@ -13,23 +13,29 @@ memory (FRRN A at 256×512, batch 1: 55 ms, 2.8 GiB). If that does not fit, add 
 import sys
 
 from ..metrics import format_averages
-from ..training import TrainConfig, Trainer, TrainingDiverged
+from ..training import RUN_SETTINGS, TrainConfig, Trainer, TrainingDiverged, run_config
 from . import CLIError
 
 DEFAULTS = TrainConfig()
 
 
 def add_arguments(parser):
-    parser.add_argument("--data", default="synthetic",
-                        help="'synthetic' (generated on first use) or a Cityscapes root folder")
-    parser.add_argument("--model", default="tiny", help="tiny | frrn_a | frrn_b")
+    # the run's settings default to None here, so that --resume can tell those given from those
+    # left out (which it takes from the run); a new run fills them from TrainConfig's defaults
+    parser.add_argument("--data", default=None,
+                        help="'synthetic' (generated on first use; the default) or a Cityscapes "
+                             "root folder")
+    parser.add_argument("--model", default=None, help="tiny (the default) | frrn_a | frrn_b")
     parser.add_argument("--device", default="cpu", help="cpu | gpu")
-    parser.add_argument("--steps", type=int, default=DEFAULTS.steps)
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
-    parser.add_argument("--lr", type=float, default=DEFAULTS.lr)
-    parser.add_argument("--schedule", default=DEFAULTS.schedule,
-                        help="cosine | poly | step (x0.1 after --milestone updates) | none")
-    parser.add_argument("--milestone", type=int, default=DEFAULTS.milestone)
+    parser.add_argument("--steps", type=int, default=None, help=f"default {DEFAULTS.steps}")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"default {DEFAULTS.batch_size}")
+    parser.add_argument("--lr", type=float, default=None, help=f"default {DEFAULTS.lr:g}")
+    parser.add_argument("--schedule", default=None,
+                        help="cosine (the default) | poly | step (x0.1 after --milestone updates) "
+                             "| none")
+    parser.add_argument("--milestone", type=int, default=None,
+                        help=f"default {DEFAULTS.milestone}")
     parser.add_argument("--downsample", type=int, default=None,
                         help="image downsampling factor (default 2 on synthetic, 4 on Cityscapes: "
                              "FRRN A's 256x512; use 2 for FRRN B's 512x1024)")
@@ -37,36 +43,41 @@ def add_arguments(parser):
                         help="translation augmentation in pixels (default: FRRN's 40 px at 1024 "
                              "wide and above, 30 px at 512 wide, straight between them, and 30/512 "
                              "of the width below)")
-    parser.add_argument("--loss", default="bootstrapped", help="bootstrapped | ce")
-    parser.add_argument("--val-every", type=int, default=DEFAULTS.val_every)
+    parser.add_argument("--loss", default=None, help="bootstrapped (the default) | ce")
+    parser.add_argument("--val-every", type=int, default=None, help=f"default {DEFAULTS.val_every}")
     parser.add_argument("--val-frames", type=int, default=None,
                         help="validate on the first N val frames only")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None, help=f"default {DEFAULTS.seed}")
     parser.add_argument("--num-workers", type=int, default=DEFAULTS.num_workers,
                         help="threads that load and augment batches ahead of the training step")
     parser.add_argument("--cache-mb", type=int, default=DEFAULTS.cache_mb,
                         help="MB of decoded, downsampled frames kept in memory per split, so that "
                              "later epochs skip PNG decoding (default 256; Cityscapes' train split "
                              "takes about 1.5 GB at x4, 6 GB at x2; 0: none)")
-    parser.add_argument("--checkpointing", action="store_true",
+    parser.add_argument("--checkpointing", action="store_true", default=None,
                         help="gradient checkpointing: recompute FRRUs in backward to save memory")
     parser.add_argument("--out", default=None, help="run folder (default runs/<time>-<model>)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from <out>/last.npz (default: the newest run under runs/)")
+                        help="continue from <out>/last.npz (default: the newest run under runs/) "
+                             "with the run's own settings, which need not be repeated")
     parser.add_argument("--no-final-eval", action="store_true",
                         help="skip the official evaluation at the end")
     parser.add_argument("--quiet", action="store_true")
 
 
 def run(args):
-    downsample = args.downsample or (2 if args.data == "synthetic" else 4)
-    config = TrainConfig(
-        data=args.data, model=args.model, device=args.device, steps=args.steps,
-        batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, milestone=args.milestone,
-        out=args.out, resume=args.resume, val_every=args.val_every, val_frames=args.val_frames,
-        seed=args.seed, downsample=downsample, max_shift=args.max_shift, loss=args.loss,
-        num_workers=args.num_workers, cache_mb=args.cache_mb, checkpointing=args.checkpointing,
-        final_eval=not args.no_final_eval, quiet=args.quiet)
+    given = {name: getattr(args, name) for name in RUN_SETTINGS + ("steps",)
+             if getattr(args, name) is not None}
+    session = dict(device=args.device, num_workers=args.num_workers, cache_mb=args.cache_mb,
+                   final_eval=not args.no_final_eval, quiet=args.quiet)
+    if args.resume:
+        # the run's own settings, with those given on the command line (the trainer refuses any
+        # that differ from the run's)
+        config = run_config(args.out, **given, **session)
+    else:
+        data = given.get("data", DEFAULTS.data)
+        given.setdefault("downsample", 2 if data == "synthetic" else 4)
+        config = TrainConfig(**{**given, **session, "out": args.out})
     try:
         summary = Trainer(config).run()
     except TrainingDiverged as error:

@@ -37,6 +37,9 @@ def save_checkpoint(path, model_state, optimizer_state=None, meta=None):
     arrays["meta"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file readable by its owner only; a checkpoint gets the permissions of
+        # any other file the process writes (0666 less the umask)
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             np.savez(handle, **arrays)
             handle.flush()
@@ -49,20 +52,41 @@ def save_checkpoint(path, model_state, optimizer_state=None, meta=None):
     return path
 
 
+def _corrupt(path, error):
+    return CheckpointError(f"checkpoint {path} is corrupt or not a minifrrn checkpoint "
+                           f"({type(error).__name__}): use another one")
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def load_checkpoint(path):
     """Return (model_state, optimizer_state, meta); a corrupt file raises ``CheckpointError``."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint {path} is a folder: give a checkpoint file in it, "
+                                f"such as {path / 'best.npz'}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    unreadable = (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError)
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+    except unreadable as error:
+        raise _corrupt(path, error) from None
+    if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy file: one bare array
+        raise CheckpointError(f"checkpoint {path} holds a single array, not a minifrrn checkpoint "
+                              f"(an .npz that training writes): use another one")
+    try:
+        with data:
             meta = json.loads(bytes(data["meta"]).decode())
             model_state = {k[len("model/"):]: data[k] for k in data.files if k.startswith("model/")}
             optimizer_state = {k[len("optim/"):]: data[k] for k in data.files
                                if k.startswith("optim/")}
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as error:
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a minifrrn checkpoint "
-                              f"({type(error).__name__}): use another one") from None
+    except unreadable as error:
+        raise _corrupt(path, error) from None
     if meta.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} has format {meta.get('format')}, expected "
                               f"{FORMAT_VERSION}")

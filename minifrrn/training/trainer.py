@@ -31,7 +31,7 @@ from ..optim import Adam, CosineLR, PolyLR, StepLR
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 __all__ = ["TrainConfig", "Trainer", "train", "TrainingDiverged", "resize_scores", "predict_scores",
-           "evaluate_model", "evaluate_checkpoint", "load_model"]
+           "evaluate_model", "evaluate_checkpoint", "load_model", "run_config", "RUN_SETTINGS"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -199,6 +199,38 @@ def _default_out(config):
     return Path("runs") / f"{stamp}-{config.model}"
 
 
+# what defines a run: resuming must keep these. The device, loader threads, cache size, printing
+# and the final evaluation may change between sessions of one run, and so may ``steps``, to train
+# longer (a cosine or poly schedule then stretches its remaining curve to the new end)
+RUN_SETTINGS = ("data", "model", "batch_size", "lr", "schedule", "milestone", "val_every",
+                "val_frames", "seed", "downsample", "max_shift", "loss", "checkpointing")
+
+
+def _resume_folder(out):
+    """The run folder ``--resume`` continues: ``out``, or the newest run under runs/."""
+    if out is not None:
+        return Path(out)
+    latest = _latest_run()
+    if latest is None:
+        raise FileNotFoundError("--resume found no run with a last.npz under runs/: pass "
+                                "--out DIR of the run to resume")
+    return latest
+
+
+def run_config(out=None, **changes) -> TrainConfig:
+    """The TrainConfig a run was started with, read from ``out``/last.npz (``out`` None: the newest
+    run under runs/), set to resume it, with ``changes`` applied: ``minifrrn train --resume`` takes
+    every setting it is not given from here."""
+    folder = _resume_folder(out)
+    path = folder / "last.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"--resume: {path} does not exist")
+    saved = load_checkpoint(path)[2].get("config") or {}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings = {key: value for key, value in saved.items() if key in known}
+    return TrainConfig(**{**settings, "out": str(folder), "resume": True, **changes})
+
+
 def _latest_run(parent=Path("runs")):
     runs = sorted((p for p in parent.glob("*") if (p / "last.npz").exists()),
                   key=lambda p: (p / "last.npz").stat().st_mtime)
@@ -211,13 +243,14 @@ class Trainer:
     def __init__(self, config: TrainConfig):
         config.validate()
         self.config = config
-        if config.out is None and config.resume:
-            latest = _latest_run()
-            if latest is None:
-                raise FileNotFoundError("--resume found no run with a last.npz under runs/: pass "
-                                        "--out DIR of the run to resume")
-            config.out = str(latest)
+        if config.resume:
+            config.out = str(_resume_folder(config.out))
         self.out = Path(config.out) if config.out else _default_out(config)
+        if config.resume:
+            self._saved = self._load_resumable()  # checked against config before any work
+        elif (self.out / "last.npz").exists():
+            raise FileExistsError(f"{self.out} already holds a run (last.npz): continue it with "
+                                  f"--resume, or choose another --out")
         self._check_writable()
         self.root = ensure_synthetic() if config.data == "synthetic" else Path(config.data)
         self.train_set = Cityscapes(self.root, "train", config.downsample, augment=True,
@@ -245,7 +278,8 @@ class Trainer:
         self.best_miou = -1.0
         self.history = {"steps": [], "losses": [], "val_steps": [], "val_ious": []}
         if config.resume:
-            self._resume()
+            self._resume(*self._saved)
+            del self._saved
 
     def _check_image_size(self):
         """The downsampled images must fit the model (sides positive multiples of its deepest
@@ -294,7 +328,9 @@ class Trainer:
         return save_checkpoint(self.out / name, self.model.state_dict(),
                                self.optimizer.state_dict(), self._meta())
 
-    def _resume(self):
+    def _load_resumable(self):
+        """The checkpoint to resume, refused if the run was started with other settings: a resumed
+        run must be the run that stopped (same data, model, schedule, batches, augmentation)."""
         path = self.out / "last.npz"
         if not path.exists():
             raise FileNotFoundError(f"--resume: {path} does not exist")
@@ -302,6 +338,19 @@ class Trainer:
         if meta.get("model") != self.config.model:
             raise CheckpointError(f"checkpoint {path} is from model {meta.get('model')!r}, not "
                                   f"{self.config.model!r}: pass --model {meta.get('model')}")
+        saved = meta.get("config") or {}
+        differ = [name for name in RUN_SETTINGS
+                  if name in saved and saved[name] != getattr(self.config, name)]
+        if differ:
+            was = ", ".join(f"{name}={saved[name]!r}" for name in differ)
+            now = ", ".join(f"{name}={getattr(self.config, name)!r}" for name in differ)
+            raise CheckpointError(f"--resume: the run in {self.out} was started with {was}, not "
+                                  f"{now}: a resumed run keeps its settings (minifrrn train --resume "
+                                  f"takes those left out from the run); start a new run in another "
+                                  f"--out to change them")
+        return path, model_state, optim_state, meta
+
+    def _resume(self, path, model_state, optim_state, meta):
         try:
             self.model.load_state_dict(model_state)
             self.optimizer.load_state_dict(optim_state)
@@ -312,6 +361,15 @@ class Trainer:
         self.step = int(meta["step"])
         self.best_miou = float(meta.get("best_miou", -1.0))
         self.history = meta.get("history", self.history)
+        self._truncate_log()
+
+    def _truncate_log(self):
+        """Drop the log records of steps after the checkpoint: the resumed run logs them again."""
+        log = self.out / "log.jsonl"
+        if log.exists():
+            kept = [line for line in log.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= self.step]
+            log.write_text("".join(line + "\n" for line in kept))
 
     # --- the loop ----------------------------------------------------------------------------------
     def loss_fn(self, logits, target):
@@ -352,13 +410,13 @@ class Trainer:
         self.model.train()
         return matrix.miou()
 
-    def _progress(self, loss, started, start_step, images):
+    def _progress(self, loss, lr, started, start_step, images):
         done = self.step - start_step
         elapsed = time.perf_counter() - started
         rate = images / elapsed if elapsed > 0 else 0.0
         eta = elapsed / done * (self.config.steps - self.step) if done else 0.0
         line = (f"step {self.step}/{self.config.steps}  loss {loss:.4f}  {rate:.1f} img/s  "
-                f"lr {self.optimizer.lr:.2e}  ETA {eta // 60:.0f}m{eta % 60:02.0f}s")
+                f"lr {lr:.2e}  ETA {eta // 60:.0f}m{eta % 60:02.0f}s")
         if self.config.quiet:
             return
         if sys.stdout.isatty():
@@ -397,13 +455,14 @@ class Trainer:
             while self.step < config.steps:
                 epoch, offset = divmod(self.step, per_epoch)
                 for batch in self.loader.batches(epoch, start=offset):
+                    lr = self.optimizer.lr  # the rate this step uses (the schedule then moves it)
                     loss = self.train_step(batch)
                     self.step += 1
                     images += len(batch["name"])
                     self.history["steps"].append(self.step)
                     self.history["losses"].append(loss)
-                    self._log({"step": self.step, "loss": loss, "lr": self.optimizer.lr})
-                    self._progress(loss, started, start_step, images)
+                    self._log({"step": self.step, "loss": loss, "lr": lr})
+                    self._progress(loss, lr, started, start_step, images)
                     if self.step % config.val_every == 0 or self.step == config.steps:
                         self._validate_and_save()
                     if self._stop_requested:
@@ -437,12 +496,12 @@ class Trainer:
         self.history["val_ious"].append(miou)
         self._log({"step": self.step, "val_miou": miou})
         self._say(f"step {self.step}: validation mIoU {miou:.3f} (training resolution)")
-        improved = miou > self.best_miou
-        if improved:
+        if miou > self.best_miou:
             self.best_miou = miou  # before saving, so that last.npz records the new best too
-        self.save("last.npz")
-        if improved:
+            # best.npz first: a crash between the two writes then leaves a last.npz whose
+            # recorded best is at most what best.npz holds, never a best with no file behind it
             self.save("best.npz")
+        self.save("last.npz")
 
     def _artefacts(self):
         from ..viz import plot_curves, save_prediction_grid
