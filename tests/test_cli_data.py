@@ -99,3 +99,18 @@ def test_eval_refuses_frames_without_instance_ids_before_any_work(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert f"1 of 3 frames have no instanceIds file (the first: {instance_files[1]})" in err
     assert len(err.splitlines()) == 1
+
+
+def test_eval_scores_the_folder_predict_writes(tmp_path, capsys):
+    # predict writes <stem>_labelIds.png and <stem>_overlay.png: eval reads the former only
+    root = tmp_path / "data"
+    main(["synth", "--out", str(root), "--train", "1", "--val", "2", "--height", "16", "--width", "32"])
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for label in (root / "gtFine" / "val").rglob("*_labelIds.png"):
+        stem = label.name[:-len("_gtFine_labelIds.png")]
+        shutil.copy(label, preds / f"{stem}_labelIds.png")
+        Image.new("RGB", (32, 16), (255, 0, 0)).save(preds / f"{stem}_overlay.png")
+    capsys.readouterr()
+    assert main(["eval", "--predictions", str(preds), "--data", str(root)]) == 0
+    assert "IoU class 1.000" in capsys.readouterr().out
