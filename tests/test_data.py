@@ -205,6 +205,51 @@ def test_write_prediction_uses_label_ids(tmp_path):
         write_prediction(tmp_path / "q.png", np.array([[255]]))
 
 
+def test_processes_generating_at_once_keep_the_first_complete_set(tmp_path, monkeypatch):
+    # this process draws its set while another one finishes the same set first: the first set,
+    # which the other may already be reading, stays in place; this process's copy is dropped
+    small = dict(n_train=2, n_val=1, height=16, width=32)
+    root, real_generate, first = tmp_path / "s", synth.generate, {}
+
+    def generate_while_another_finishes(folder, **settings):
+        real_generate(folder, **settings)
+        if not first:
+            monkeypatch.setattr(synth, "generate", real_generate)
+            first["root"] = synth.ensure_synthetic(root, **small)  # the other process
+            first["inode"] = root.stat().st_ino
+
+    monkeypatch.setattr(synth, "generate", generate_while_another_finishes)
+    assert synth.ensure_synthetic(root, **small) == root
+    assert root.stat().st_ino == first["inode"]  # not replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # no copy or leftover beside it
+
+
+def test_an_incomplete_or_other_set_is_replaced(tmp_path):
+    root = tmp_path / "s"
+    synth.ensure_synthetic(root, n_train=1, n_val=1, height=16, width=32, seed=1)
+    synth.ensure_synthetic(root, n_train=2, n_val=1, height=16, width=32, seed=2)
+    assert json.loads((root / "COMPLETE.json").read_text())["seed"] == 2
+    assert len(list((root / "leftImg8bit" / "train").rglob("*.png"))) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+
+
+def test_synth_refuses_a_folder_that_holds_a_data_set(tmp_path):
+    synth.generate(tmp_path / "d", n_train=2, n_val=1, height=16, width=32)
+    before = sorted(str(p) for p in (tmp_path / "d").rglob("*"))
+    with pytest.raises(FileExistsError, match="already holds a data set .leftImg8bit/.: choose a new"):
+        synth.generate(tmp_path / "d", n_train=1, n_val=1, height=32, width=64)
+    assert sorted(str(p) for p in (tmp_path / "d").rglob("*")) == before
+
+
+def test_a_batch_of_frames_of_different_sizes_names_them():
+    from minifrrn.data.loader import collate
+    samples = [{"image": np.zeros((3, 8, 16), np.float32), "target": np.zeros((8, 16), np.uint8),
+                "name": name} for name in ("a_000000_000019", "b_000000_000019")]
+    samples[1]["image"] = np.zeros((3, 16, 32), np.float32)
+    with pytest.raises(ValueError, match="b_000000_000019 16x32: every frame of a data set must"):
+        collate(samples)
+
+
 def test_ensure_synthetic_generates_once(tmp_path):
     root = synth.ensure_synthetic(tmp_path / "s", n_train=2, n_val=1, height=16, width=32)
     assert (root / "COMPLETE.json").exists()

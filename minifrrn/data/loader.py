@@ -14,6 +14,14 @@ __all__ = ["DataLoader", "collate"]
 
 
 def collate(samples):
+    """One batch from samples of one size; samples of different sizes are named."""
+    first = samples[0]
+    other = next((s for s in samples if s["image"].shape != first["image"].shape), None)
+    if other is not None:
+        raise ValueError(f"frames of different sizes in one batch: {first['name']} is "
+                         f"{'x'.join(map(str, first['image'].shape[1:]))}, {other['name']} "
+                         f"{'x'.join(map(str, other['image'].shape[1:]))}: every frame of a data "
+                         f"set must have one size")
     return {"image": np.stack([s["image"] for s in samples]),
             "target": np.stack([s["target"] for s in samples]),
             "name": [s["name"] for s in samples]}

@@ -324,6 +324,10 @@ def generate(root, n_train=300, n_val=60, height=128, width=256, seed=0):
     if n_train < 0 or n_val < 0:
         raise ValueError("synth: frame counts must be >= 0")
     root = Path(root)
+    held = [name for name in ("leftImg8bit", "gtFine") if (root / name).exists()]
+    if held:  # new frames among old ones would make a mixed data set, of mixed sizes perhaps
+        raise FileExistsError(f"synth: {root} already holds a data set ({held[0]}/): choose a new "
+                              f"or empty folder, or remove that one first")
     try:  # first, so that a bad --out is named before any frame is drawn
         root.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -358,26 +362,40 @@ def ensure_synthetic(root=None, n_train=300, n_val=60, height=128, width=256, se
     """Return the root of the synthetic data set, generating it first if it is absent.
 
     Generation writes into a temporary folder beside the target and renames it when complete, so an
-    interrupted generation is never mistaken for a finished one.
+    interrupted generation is never mistaken for a finished one. Processes that generate at once
+    keep the first complete set and discard their own copies: a set other processes may be reading
+    is never removed (only one of other settings, or an incomplete one, is replaced).
     """
     root = Path(root) if root is not None else default_synthetic_root()
-    marker = root / "COMPLETE.json"
     settings = dict(n_train=n_train, n_val=n_val, height=height, width=width, seed=seed)
-    if marker.exists():
-        try:
-            if json.loads(marker.read_text()) == settings:
-                return root
-        except (OSError, ValueError):
-            pass
+    if _is_complete(root, settings):
+        return root
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
+    stale = None
     try:
         generate(tmp, **settings)
         (tmp / "COMPLETE.json").write_text(json.dumps(settings))
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
+        if _is_complete(root, settings):  # another process finished first: use its set
+            return root
+        if root.exists():  # incomplete, or of other settings: moved aside, removed below
+            stale = Path(tempfile.mkdtemp(prefix=root.name + ".old-", dir=root.parent))
+            os.replace(root, stale / "set")
+        try:
+            os.replace(tmp, root)
+        except OSError:  # another process put its complete set there in the meantime
+            if not _is_complete(root, settings):
+                raise
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for folder in (tmp, stale):
+            if folder is not None and folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
     return root
+
+
+def _is_complete(root, settings):
+    """Whether ``root`` holds a finished synthetic set of these settings."""
+    try:
+        return json.loads((root / "COMPLETE.json").read_text()) == settings
+    except (OSError, ValueError):
+        return False
