@@ -94,7 +94,12 @@ class CityscapesEvaluator:
                 raise ValueError(f"instance ids{where} have shape {inst.shape}, labels {gt.shape}")
             for iid in np.unique(inst[inst > 1000]):
                 lid = int(iid // 1000)
-                label = ID_TO_LABEL[lid]
+                label = ID_TO_LABEL.get(lid)
+                if label is None or not (label.hasInstances or label.ignoreInEval):
+                    what = "no label" if label is None else f"{label.name}, a class without instances"
+                    raise ValueError(f"instance id {int(iid)}{where} names label id {lid} ({what}): "
+                                     f"instanceIds hold labelId*1000+k only for classes with "
+                                     f"instances (ids 24-33)")
                 if label.ignoreInEval:
                     continue
                 mask = inst == iid

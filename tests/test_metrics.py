@@ -1,4 +1,6 @@
 """The official metrics on hand-computed cases (cityscapesscripts' evalPixelLevelSemanticLabeling)."""
+import re
+
 import numpy as np
 import pytest
 
@@ -155,3 +157,13 @@ def test_a_frame_without_instance_ids_makes_every_iiou_nan_and_leaves_iou_alone(
     assert all(np.isnan(v) for v in missing["categoryInstScores"].values())
     for key in ("averageScoreClasses", "averageScoreCategories"):
         assert missing[key] == whole[key]
+
+
+@pytest.mark.parametrize("iid,what", [(40000, "label id 40 (no label)"),
+                                      (7001, "label id 7 (road, a class without instances)")])
+def test_an_instance_id_of_no_instance_class_is_named(iid, what):
+    gt = np.full((4, 4), 7, np.uint8)
+    inst = np.full((4, 4), 7, np.int64)
+    inst[:2, :2] = iid
+    with pytest.raises(ValueError, match=rf"instance id {iid} \(frame f\) names {re.escape(what)}"):
+        CityscapesEvaluator().add(gt, gt, inst, name="f")
