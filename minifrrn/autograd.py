@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import threading
 import weakref
 
 import numpy as np
@@ -42,8 +43,13 @@ __all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "t
            "sum_to", "recompute", "unwrap"]
 
 
-class _Config:
+class _GradMode(threading.local):
+    """Whether graphs are recorded, per thread (a no_grad block in one thread, say a loader's,
+    leaves the others recording); each thread starts with it on."""
     enable_backprop = True
+
+
+_Config = _GradMode()
 
 
 @contextlib.contextmanager
@@ -347,7 +353,9 @@ def tensor(data, requires_grad: bool = False, dtype=None, device: str | None = N
     """Make a leaf ``Tensor`` from an array, a nested list or a scalar.
 
     Python floats become float32 (the training dtype) unless ``dtype`` says otherwise; NumPy and CuPy
-    arrays keep their dtype and device unless ``dtype``/``device`` are given.
+    arrays keep their dtype and device unless ``dtype``/``device`` are given. An array of the right
+    dtype and device is wrapped, not copied: the tensor and the array share memory (an optimiser
+    step on such a parameter changes the array too; pass ``array.copy()`` to keep it).
     """
     if isinstance(data, Tensor):
         data = data.data
@@ -374,7 +382,12 @@ def as_tensor(x, like=None) -> Tensor:
         return x
     if isinstance(x, (int, float, bool)) and like is not None:
         xp = get_array_module(like.data)
-        return Tensor(xp.asarray(x, dtype=like.dtype))
+        constant = xp.asarray(x, dtype=like.dtype)
+        if like.dtype.kind in "biu" and constant.item() != x:
+            raise TypeError(f"a {like.dtype} tensor and the number {x!r}, which {like.dtype} cannot "
+                            f"hold ({constant.item()!r}): make the tensor floating first, e.g. "
+                            f"mf.tensor(t.data.astype(np.float32))")
+        return Tensor(constant)
     if isinstance(x, (np.ndarray, np.generic)) or is_gpu_array(x):
         return Tensor(x if not isinstance(x, np.generic) else np.asarray(x))
     return Tensor(np.asarray(x))
@@ -467,7 +480,7 @@ def _run_backward(root: _Node, root_grad):
     tie = itertools.count()
 
     if root.creator is None:
-        root.grad = root_grad if root.grad is None else root.grad + root_grad
+        root.grad = root_grad.copy() if root.grad is None else root.grad + root_grad
         return
     heapq.heappush(heap, (-root.creator.generation, next(tie), root.creator))
     queued.add(root.creator)
@@ -504,10 +517,27 @@ def _run_backward(root: _Node, root_grad):
             if node.creator is not None and node.creator not in queued:
                 queued.add(node.creator)
                 heapq.heappush(heap, (-node.creator.generation, next(tie), node.creator))
-    # every function that could add to a leaf has run: its gradient is complete
+    # every function that could add to a leaf has run: its gradient is complete. A backward may
+    # hand one array to several inputs (an addition passes gy to both) or pass the caller's
+    # upstream gradient straight through: each leaf gets a gradient of its own, so that changing
+    # one in place (an optimiser's clipping, say) never changes another or the caller's array
+    handed = {id(_base(root_grad))}
     for node, gradient in pending.items():
         if node.creator is None:
-            node.grad = gradient if node.grad is None else node.grad + gradient
+            if node.grad is not None:
+                node.grad = node.grad + gradient
+                continue
+            if id(_base(gradient)) in handed:
+                gradient = gradient.copy()
+            handed.add(id(_base(gradient)))
+            node.grad = gradient
+
+
+def _base(array):
+    """The array that owns ``array``'s memory (itself, or the array it is a view of)."""
+    while getattr(array, "base", None) is not None:
+        array = array.base
+    return array
 
 
 class _Recompute(Function):
@@ -547,7 +577,10 @@ class _Recompute(Function):
                 o.backward(g)
         for b, data in snapshot:
             b.data[...] = data
-        input_grads = [t.grad if t.requires_grad else None for t in inputs]
+        # an input fn did not use gets zeros, as it would from the engine without recompute's
+        # wrapper in between (it needs a gradient: it requires one)
+        input_grads = [None if not t.requires_grad else t.grad if t.grad is not None
+                       else get_array_module(t.data).zeros_like(t.data) for t in inputs]
         param_grads = []
         for p, previous in zip(self.params, saved_grads):
             g = p.grad

@@ -185,3 +185,44 @@ _FakeCupyArray.__module__ = "cupy._core.core"
 def test_mixing_numpy_and_cupy_arrays_is_a_clear_type_error():
     with pytest.raises(TypeError, match="different devices.*to\\('cpu'\\)"):
         mf.get_array_module(np.ones(2), _FakeCupyArray())
+
+
+def test_each_leaf_gets_a_gradient_array_of_its_own():
+    a, b = leaf((3,), seed=40), leaf((3,), seed=41)
+    (a + b).sum().backward()  # the addition hands one array to both inputs
+    assert not np.shares_memory(a.grad, b.grad)
+    a.grad *= 0.5
+    np.testing.assert_allclose(b.grad, np.ones(3))
+    x = leaf((3,), seed=42)
+    upstream = np.random.default_rng(43).standard_normal(3)
+    (x + 0.0).backward(upstream)  # passed straight through
+    assert not np.shares_memory(x.grad, upstream)
+    np.testing.assert_allclose(x.grad, upstream)
+
+
+def test_no_grad_in_one_thread_leaves_the_others_recording():
+    import threading
+    x = leaf((2,), seed=44)
+    inside, leave = threading.Event(), threading.Event()
+
+    def infer():
+        with mf.no_grad():
+            inside.set()
+            leave.wait(10)
+
+    worker = threading.Thread(target=infer)
+    worker.start()
+    inside.wait(10)
+    try:
+        assert (x * 2.0).requires_grad
+    finally:
+        leave.set()
+        worker.join()
+
+
+def test_an_integer_tensor_refuses_a_number_it_cannot_hold():
+    i = mf.tensor(np.array([1, 2, 3]))
+    np.testing.assert_array_equal((i * 2).data, [2, 4, 6])  # exact: fine
+    for op in (lambda t: t * 2.5, lambda t: t + 0.5, lambda t: t ** 0.5):
+        with pytest.raises(TypeError, match="which int64 cannot hold"):
+            op(i)

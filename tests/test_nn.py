@@ -100,3 +100,31 @@ def test_layers_refuse_impossible_sizes_when_built(make, message):
 def test_layers_take_numpy_integers():
     conv = nn.Conv2d(np.int64(3), np.int32(4), np.int64(3))
     assert conv.weight.shape == (4, 3, 3, 3)
+
+
+def test_a_layer_used_twice_has_its_parameters_counted_once():
+    conv = nn.Conv2d(2, 2, 3, bias=True)
+    twice = nn.Sequential(conv, conv)
+    assert [name for name, _ in twice.named_parameters()] == ["0.weight", "0.bias"]
+    assert twice.num_parameters() == conv.num_parameters() == 2 * 2 * 9 + 2
+
+
+def test_assigning_to_a_buffer_keeps_it_a_buffer_and_to_a_parameter_needs_a_parameter():
+    bn = nn.BatchNorm2d(3)
+    bn.running_mean = np.full(3, 0.5, np.float32)  # an array: still the buffer, as a tensor
+    assert "running_mean" in dict(bn.named_buffers())
+    np.testing.assert_array_equal(bn.state_dict()["running_mean"], np.full(3, 0.5))
+    bn.eval()
+    bn(mf.tensor(np.random.default_rng(41).standard_normal((1, 3, 2, 2)).astype(np.float32)))
+    conv = nn.Conv2d(2, 2, 1)
+    with pytest.raises(TypeError, match="cannot assign Tensor to parameter 'weight': assign an "
+                                        "nn.Parameter"):
+        conv.weight = mf.tensor(np.zeros((2, 2, 1, 1), np.float32))
+    assert "weight" in dict(conv.named_parameters())
+
+
+def test_load_state_dict_takes_tensors_too():
+    conv = nn.Conv2d(2, 3, 1)
+    state = {name: mf.tensor(value + 1) for name, value in conv.state_dict().items()}
+    conv.load_state_dict(state)
+    np.testing.assert_array_equal(conv.weight.data, state["weight"].data)

@@ -92,3 +92,24 @@ def test_schedules_need_a_positive_whole_number_of_steps(schedule, total):
     message = f"{schedule.__name__}: total_steps must be an integer >= 1, got {total}"
     with pytest.raises(ValueError, match=message):
         schedule(optimizer, total)
+
+
+def test_state_dict_is_a_snapshot_that_later_steps_leave_alone():
+    p = mf.tensor(np.random.default_rng(40).standard_normal(3).astype(np.float32),
+                  requires_grad=True)
+    opt = Adam([p], lr=0.1)
+    p.grad = np.ones(3, np.float32)
+    opt.step()
+    state = opt.state_dict()
+    first_moment = state["m.0"].copy()
+    p.grad = np.full(3, -2.0, np.float32)
+    opt.step()
+    np.testing.assert_array_equal(state["m.0"], first_moment)
+
+
+def test_a_parameter_listed_twice_is_updated_once():
+    p = mf.tensor(np.zeros(2, np.float32), requires_grad=True)
+    opt = SGD([p, p], lr=0.5, momentum=0.0)
+    p.grad = np.ones(2, np.float32)
+    opt.step()
+    np.testing.assert_allclose(p.data, [-0.5, -0.5])

@@ -105,3 +105,11 @@ def test_rectangular_windows_with_ties(poisoned_empty, kernel):
         expected_gx[n, c, i * kh + p, j * kw + q] = gy[n, c, i, j]
     np.testing.assert_array_equal(y.data, expected_y)
     np.testing.assert_array_equal(t.grad, expected_gx)
+
+
+@pytest.mark.parametrize("window", [(2, 2), (4, 4), (8, 8), (2, 8), (8, 2)])
+def test_any_memory_layout_pools_as_c_order_does(window):
+    x = np.random.default_rng(45).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    expected = F.max_pool2d(mf.tensor(x), window).data
+    for layout in (np.asfortranarray(x), x.transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2)):
+        np.testing.assert_array_equal(F.max_pool2d(mf.tensor(layout), window).data, expected)

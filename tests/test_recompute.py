@@ -55,3 +55,11 @@ def test_recompute_under_no_grad_is_a_plain_call():
     with mf.no_grad():
         y = mf.recompute(block, mf.tensor(np.ones((1, 3))))
     assert y.creator is None
+
+
+def test_an_input_recompute_does_not_use_gets_a_zero_gradient():
+    a = mf.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    b = mf.tensor(np.array([3.0, 4.0]), requires_grad=True)
+    mf.recompute(lambda p, q: p * 2.0, a, b).sum().backward()
+    np.testing.assert_array_equal(a.grad, [2.0, 2.0])
+    np.testing.assert_array_equal(b.grad, [0.0, 0.0])

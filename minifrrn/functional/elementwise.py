@@ -98,8 +98,13 @@ class Pow(Function):
         self.exponent = float(exponent)
 
     def forward(self, x):
+        exponent = x.dtype.type(self.exponent)
+        if x.dtype.kind in "biu" and exponent != self.exponent:
+            raise TypeError(f"pow: a {x.dtype} tensor and the exponent {self.exponent!r}, which "
+                            f"{x.dtype} cannot hold: make the tensor floating first, e.g. "
+                            f"mf.tensor(t.data.astype(np.float32))")
         self.x = x
-        return x ** x.dtype.type(self.exponent)
+        return x ** exponent
 
     def backward(self, gy):
         c = self.x.dtype.type(self.exponent)

@@ -269,6 +269,9 @@ class MaxPool2dFunction(Function):
             y, self.argmax = gpu.max_pool2d_forward(xp, self.ex, x, self.KH, self.KW, self.SH,
                                                     self.SW)
             return y
+        # the equality route reads the comparison bytes of a window row as one integer, which needs
+        # rows laid out contiguously: other layouts (Fortran order, transposed views) are copied
+        x = np.ascontiguousarray(x)
         index_dtype = np.uint8 if self.KH * self.KW <= 256 else np.int16
         non_overlapping = (self.SH, self.SW) == (self.KH, self.KW)
         # non-overlapping windows (all that FRRN uses) of up to 64 values on NumPy arrays: the

@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..autograd import Tensor
+from ..autograd import Tensor, unwrap
 from ..backend import as_numpy, check_device, get_array_module
 
 __all__ = ["Module", "Parameter"]
@@ -39,6 +39,13 @@ class Module:
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
             raise AttributeError("call Module.__init__() before assigning attributes")
+        if name in self._buffers and value is not None and not isinstance(value, Module):
+            # a new value for registered state (running statistics): it stays a buffer
+            self.register_buffer(name, value)
+            return
+        if name in self._parameters and value is not None and not isinstance(value, Parameter):
+            raise TypeError(f"cannot assign {type(value).__name__} to parameter {name!r}: assign an "
+                            f"nn.Parameter, or change its values in place ({name}.data[...] = ...)")
         for store in (self._parameters, self._buffers, self._modules):
             store.pop(name, None)
         if isinstance(value, Parameter):
@@ -65,17 +72,26 @@ class Module:
         return iter(self._modules.values())
 
     def named_parameters(self, prefix=""):
+        """Every parameter once, under the first name it is reached by: a module used twice (shared
+        weights) contributes its parameters once, so an optimiser updates them once a step."""
+        seen = set()
         for module_name, module in self.named_modules(prefix):
             for name, p in module._parameters.items():
-                yield (f"{module_name}.{name}" if module_name else name), p
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    yield (f"{module_name}.{name}" if module_name else name), p
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]
 
     def named_buffers(self, prefix=""):
+        """Every buffer once, under the first name it is reached by (as ``named_parameters``)."""
+        seen = set()
         for module_name, module in self.named_modules(prefix):
             for name, b in module._buffers.items():
-                yield (f"{module_name}.{name}" if module_name else name), b
+                if id(b) not in seen:
+                    seen.add(id(b))
+                    yield (f"{module_name}.{name}" if module_name else name), b
 
     def buffers(self):
         return [b for _, b in self.named_buffers()]
@@ -146,11 +162,12 @@ class Module:
             if unexpected:
                 raise KeyError(f"state dict has {len(unexpected)} unexpected key(s), "
                                f"first {unexpected[0]!r}")
+        state = {name: unwrap(value) for name, value in state.items()}  # tensors as their arrays
         for name, t in own.items():
             if name not in state:
                 continue
             value = state[name]
-            if tuple(value.shape) != tuple(t.shape):
+            if tuple(np.shape(value)) != tuple(t.shape):
                 raise ValueError(f"state dict entry {name!r} has shape {tuple(value.shape)}, the "
                                  f"model expects {tuple(t.shape)}")
         for name, t in own.items():

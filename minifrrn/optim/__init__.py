@@ -21,7 +21,8 @@ __all__ = ["Optimizer", "SGD", "Adam", "StepLR", "PolyLR", "CosineLR"]
 
 class Optimizer:
     def __init__(self, params, lr):
-        self.params = list(params)
+        # each parameter once, in order: one listed twice (a shared layer) would be updated twice
+        self.params = list({id(p): p for p in params}.values())
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
         if lr <= 0:
@@ -46,11 +47,12 @@ class Optimizer:
     _state_names: tuple = ()
 
     def state_dict(self):
+        """A snapshot: copies of the per-parameter arrays (which later steps update in place)."""
         state = {"lr": self.lr, "steps": self.steps}
         for name in self._state_names:
             for i, array in enumerate(getattr(self, name)):
                 if array is not None:
-                    state[f"{name}.{i}"] = as_numpy(array)
+                    state[f"{name}.{i}"] = np.array(as_numpy(array), copy=True)
         return state
 
     def load_state_dict(self, state):
@@ -91,7 +93,11 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam with bias correction (β1 0.9, β2 0.999, ε 1e-8 as FRRN trains)."""
+    """Adam with bias correction (β1 0.9, β2 0.999, ε 1e-8 as FRRN trains).
+
+    The bias correction counts the optimiser's steps (``steps``), not each parameter's updates: a
+    parameter that first gets a gradient at step t is corrected by 1/(1 − β1^t), not 1/(1 − β1).
+    In training FRRN every parameter gets a gradient at every step, so the two agree."""
 
     _state_names = ("m", "v")
 
