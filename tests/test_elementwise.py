@@ -89,3 +89,9 @@ def test_shape_errors_name_the_problem():
         F.matmul(mf.tensor(np.ones((2, 3))), mf.tensor(np.ones((2, 3))))
     with pytest.raises(ValueError, match="does not match"):
         F.concat([mf.tensor(np.ones((2, 3))), mf.tensor(np.ones((3, 2)))], axis=0)
+
+
+def test_power_zero_has_a_zero_gradient_everywhere():
+    x = mf.tensor(np.array([0.0, 1.5, -2.0]), requires_grad=True)
+    (x ** 0).sum().backward()
+    np.testing.assert_array_equal(x.grad, np.zeros(3))

@@ -108,6 +108,8 @@ class Pow(Function):
 
     def backward(self, gy):
         c = self.x.dtype.type(self.exponent)
+        if c == 0:  # x ** 0 is constant: 0 · x ** −1 would be NaN at x = 0
+            return get_array_module(gy).zeros_like(gy)
         return gy * c * self.x ** (c - 1)
 
 
