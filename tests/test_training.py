@@ -351,3 +351,64 @@ def test_a_checkpoint_that_is_a_folder_or_an_array_is_named(tmp_path):
     with pytest.raises(IsADirectoryError, match=f"is a folder: give a checkpoint file in it, such "
                                                 f"as {tmp_path / 'best.npz'}"):
         load_checkpoint(tmp_path)
+
+
+def test_resume_from_another_folder_with_a_relative_data_path(data_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(data_root.parent)
+    out = tmp_path / "rel"
+    assert main(["train", "--data", data_root.name, "--steps", "2", "--batch-size", "2",
+                 "--val-every", "2", "--downsample", "1", "--out", str(out), "--quiet",
+                 "--no-final-eval", "--num-workers", "0"]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--resume", "--out", str(out), "--steps", "3", "--quiet",
+                 "--no-final-eval"]) == 0
+    saved = load_checkpoint(out / "last.npz")[2]
+    assert saved["step"] == 3 and saved["config"]["data"] == str(data_root.resolve())
+    assert saved["config"]["num_workers"] == 0  # a session setting left out comes from the run
+
+
+def test_resume_refuses_fewer_steps_than_done_and_lets_checkpointing_change(data_root, tmp_path,
+                                                                            capsys):
+    out = tmp_path / "run"
+    assert _cli_run(data_root, out, "--steps", "2") == 0
+    assert main(["train", "--resume", "--out", str(out), "--steps", "1", "--quiet"]) == 2
+    assert "is at step 2, past --steps 1" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(out), "--steps", "3", "--checkpointing",
+                 "--quiet", "--no-final-eval"]) == 0
+
+
+def test_a_cut_log_line_does_not_block_resuming(data_root, tmp_path):
+    Trainer(config(data_root, tmp_path / "cut", steps=2)).run()
+    with open(tmp_path / "cut" / "log.jsonl", "a") as log:
+        log.write('{"step": 7, "lo')  # a crash while writing
+    Trainer(config(data_root, tmp_path / "cut", steps=3, resume=True)).run()
+    lines = (tmp_path / "cut" / "log.jsonl").read_text().splitlines()
+    assert all(json.loads(line) for line in lines)
+
+
+def test_a_failed_run_folder_is_refused_and_default_folders_never_collide(data_root, tmp_path,
+                                                                         monkeypatch):
+    (tmp_path / "failed").mkdir()
+    (tmp_path / "failed" / "log.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    with pytest.raises(FileExistsError, match="already holds a run .log.jsonl."):
+        Trainer(config(data_root, tmp_path / "failed"))
+    from minifrrn.training.trainer import _default_out
+    monkeypatch.chdir(tmp_path)
+    first, second = _default_out(TrainConfig()), _default_out(TrainConfig())
+    assert first != second and first.is_dir() and second.is_dir()
+
+
+def test_divergence_advice_is_one_that_can_be_followed(data_root, tmp_path):
+    trainer = Trainer(config(data_root, tmp_path / "nan2", steps=2))
+    trainer.loss_fn = lambda logits, target: F.cross_entropy(logits, target) * np.float32("nan")
+    with pytest.raises(mf.training.TrainingDiverged) as info:
+        trainer.run()
+    message = str(info.value)
+    assert "start a new run (another --out) with a lower --lr" in message
+    assert "last.npz" not in message  # none was written before the first step
+
+
+def test_plot_curves_takes_arrays(tmp_path):
+    from minifrrn.viz import plot_curves
+    plot_curves(tmp_path / "c.png", np.arange(3), np.ones(3), np.array([1, 2]), np.array([0.1, 0.2]))
+    assert (tmp_path / "c.png").stat().st_size > 0

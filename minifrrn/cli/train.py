@@ -26,7 +26,7 @@ def add_arguments(parser):
                         help="'synthetic' (generated on first use; the default) or a Cityscapes "
                              "root folder")
     parser.add_argument("--model", default=None, help="tiny (the default) | frrn_a | frrn_b")
-    parser.add_argument("--device", default="cpu", help="cpu | gpu")
+    parser.add_argument("--device", default=None, help="cpu (the default) | gpu")
     parser.add_argument("--steps", type=int, default=None, help=f"default {DEFAULTS.steps}")
     parser.add_argument("--batch-size", type=int, default=None,
                         help=f"default {DEFAULTS.batch_size}")
@@ -48,9 +48,10 @@ def add_arguments(parser):
     parser.add_argument("--val-frames", type=int, default=None,
                         help="validate on the first N val frames only")
     parser.add_argument("--seed", type=int, default=None, help=f"default {DEFAULTS.seed}")
-    parser.add_argument("--num-workers", type=int, default=DEFAULTS.num_workers,
-                        help="threads that load and augment batches ahead of the training step")
-    parser.add_argument("--cache-mb", type=int, default=DEFAULTS.cache_mb,
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="threads that load and augment batches ahead of the training step "
+                             f"(default {DEFAULTS.num_workers})")
+    parser.add_argument("--cache-mb", type=int, default=None,
                         help="MB of decoded, downsampled frames kept in memory per split, so that "
                              "later epochs skip PNG decoding (default 256; Cityscapes' train split "
                              "takes about 1.5 GB at x4, 6 GB at x2; 0: none)")
@@ -66,10 +67,11 @@ def add_arguments(parser):
 
 
 def run(args):
-    given = {name: getattr(args, name) for name in RUN_SETTINGS + ("steps",)
+    # what was given; the rest comes from the run (--resume) or from TrainConfig's defaults
+    given = {name: getattr(args, name) for name in
+             RUN_SETTINGS + ("steps", "checkpointing", "device", "num_workers", "cache_mb")
              if getattr(args, name) is not None}
-    session = dict(device=args.device, num_workers=args.num_workers, cache_mb=args.cache_mb,
-                   final_eval=not args.no_final_eval, quiet=args.quiet)
+    session = dict(final_eval=not args.no_final_eval, quiet=args.quiet)
     if args.resume:
         # the run's own settings, with those given on the command line (the trainer refuses any
         # that differ from the run's)

@@ -195,15 +195,25 @@ def evaluate_checkpoint(checkpoint, data, split="val", device="cpu", batch_size=
 
 
 def _default_out(config):
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{stamp}-{config.model}"
+    """runs/<time>-<model>, made here; a second run started in the same second gets -2, -3, ..."""
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model}"
+    Path("runs").mkdir(exist_ok=True)
+    for n in range(1, 1000):
+        folder = Path("runs") / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            folder.mkdir()  # exclusive: two processes never get the same folder
+            return folder
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"runs/{stamp}: too many runs started in one second")
 
 
-# what defines a run: resuming must keep these. The device, loader threads, cache size, printing
-# and the final evaluation may change between sessions of one run, and so may ``steps``, to train
-# longer (a cosine or poly schedule then stretches its remaining curve to the new end)
+# what defines a run: resuming must keep these. The device, loader threads, cache size, gradient
+# checkpointing (memory for time, same results), printing and the final evaluation may change
+# between sessions of one run, and so may ``steps``, to train longer (a cosine or poly schedule is
+# then the curve of the new length, taken up at the current step: the rate jumps there)
 RUN_SETTINGS = ("data", "model", "batch_size", "lr", "schedule", "milestone", "val_every",
-                "val_frames", "seed", "downsample", "max_shift", "loss", "checkpointing")
+                "val_frames", "seed", "downsample", "max_shift", "loss")
 
 
 def _resume_folder(out):
@@ -245,12 +255,17 @@ class Trainer:
         self.config = config
         if config.resume:
             config.out = str(_resume_folder(config.out))
-        self.out = Path(config.out) if config.out else _default_out(config)
+        if config.data != "synthetic":  # absolute, so that the run resumes from any folder
+            config.data = str(Path(config.data).resolve())
         if config.resume:
+            self.out = Path(config.out)
             self._saved = self._load_resumable()  # checked against config before any work
-        elif (self.out / "last.npz").exists():
-            raise FileExistsError(f"{self.out} already holds a run (last.npz): continue it with "
-                                  f"--resume, or choose another --out")
+        else:
+            self.out = Path(config.out) if config.out else _default_out(config)
+            held = [name for name in ("last.npz", "log.jsonl") if (self.out / name).exists()]
+            if held:
+                raise FileExistsError(f"{self.out} already holds a run ({held[0]}): continue it "
+                                      f"with --resume, or choose another --out")
         self._check_writable()
         self.root = ensure_synthetic() if config.data == "synthetic" else Path(config.data)
         self.train_set = Cityscapes(self.root, "train", config.downsample, augment=True,
@@ -338,9 +353,14 @@ class Trainer:
         if meta.get("model") != self.config.model:
             raise CheckpointError(f"checkpoint {path} is from model {meta.get('model')!r}, not "
                                   f"{self.config.model!r}: pass --model {meta.get('model')}")
-        saved = meta.get("config") or {}
+        saved = dict(meta.get("config") or {})
+        if saved.get("data", "synthetic") != "synthetic":
+            saved["data"] = str(Path(saved["data"]).resolve())
         differ = [name for name in RUN_SETTINGS
                   if name in saved and saved[name] != getattr(self.config, name)]
+        if int(meta.get("step", 0)) > self.config.steps:
+            raise CheckpointError(f"--resume: the run in {self.out} is at step {meta['step']}, past "
+                                  f"--steps {self.config.steps}: give more steps to train longer")
         if differ:
             was = ", ".join(f"{name}={saved[name]!r}" for name in differ)
             now = ", ".join(f"{name}={getattr(self.config, name)!r}" for name in differ)
@@ -367,8 +387,14 @@ class Trainer:
         """Drop the log records of steps after the checkpoint: the resumed run logs them again."""
         log = self.out / "log.jsonl"
         if log.exists():
-            kept = [line for line in log.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= self.step]
+            kept = []
+            for line in log.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:  # a line cut short by a crash while it was written
+                    continue
+                if record.get("step", 0) <= self.step:
+                    kept.append(line)
             log.write_text("".join(line + "\n" for line in kept))
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -385,8 +411,10 @@ class Trainer:
         loss = self.loss_fn(logits, target)
         value = float(loss.item())
         if not math.isfinite(value):
-            raise TrainingDiverged(f"the loss became {value} at step {self.step + 1}: stopped; the "
-                                   f"last good checkpoint is {self.out / 'last.npz'} (try a lower --lr)")
+            kept = (f"the last good checkpoint is {self.out / 'last.npz'}; "
+                    if (self.out / "last.npz").exists() else "")
+            raise TrainingDiverged(f"the loss became {value} at step {self.step + 1}: stopped; "
+                                   f"{kept}start a new run (another --out) with a lower --lr")
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
