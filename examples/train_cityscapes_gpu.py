@@ -88,7 +88,7 @@ def make_config(args) -> TrainConfig:
         # "step" is the paper's schedule: x0.1 once, after `milestone` updates
         schedule="step", milestone=45_000,
         loss="bootstrapped",
-        downsample=args.downsample or recipe["downsample"],
+        downsample=recipe["downsample"] if args.downsample is None else args.downsample,
         # the paper's shifts, stated here rather than left to the trainer's width-based default
         max_shift=recipe["max_shift"],
         val_every=args.val_every, val_frames=args.val_frames, num_workers=args.num_workers,

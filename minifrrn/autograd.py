@@ -382,10 +382,14 @@ def as_tensor(x, like=None) -> Tensor:
         return x
     if isinstance(x, (int, float, bool)) and like is not None:
         xp = get_array_module(like.data)
-        constant = xp.asarray(x, dtype=like.dtype)
-        if like.dtype.kind in "biu" and constant.item() != x:
+        try:
+            constant = xp.asarray(x, dtype=like.dtype)
+            fits = like.dtype.kind not in "biu" or constant.item() == x
+        except OverflowError:
+            fits = False
+        if not fits:
             raise TypeError(f"a {like.dtype} tensor and the number {x!r}, which {like.dtype} cannot "
-                            f"hold ({constant.item()!r}): make the tensor floating first, e.g. "
+                            f"hold: make the tensor floating (or wider) first, e.g. "
                             f"mf.tensor(t.data.astype(np.float32))")
         return Tensor(constant)
     if isinstance(x, (np.ndarray, np.generic)) or is_gpu_array(x):

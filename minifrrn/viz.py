@@ -23,7 +23,9 @@ def colorize(train_ids):
 
 def _rgb(image):
     image = as_numpy(image)
-    if image.ndim == 3 and image.shape[0] == 3:
+    if image.ndim == 2:  # grey
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[0] == 3 and image.shape[2] != 3:  # (3, H, W): channels first
         image = image.transpose(1, 2, 0)
     if image.dtype != np.uint8:
         image = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
@@ -51,7 +53,7 @@ def save_prediction_grid(path, images, targets, predictions, titles=None):
             ax.set_axis_off()
             if i == 0:
                 ax.set_title(title)
-        if titles:
+        if titles is not None and len(titles):
             axes[i, 0].text(2, 10, titles[i], color="white", fontsize=8,
                             bbox=dict(facecolor="black", alpha=0.5, pad=1))
     handles = [Patch(color=PALETTE[c] / 255.0, label=CLASS_NAMES[c]) for c in sorted(present)]
@@ -67,7 +69,7 @@ def plot_curves(path, steps, losses, val_steps=None, val_ious=None):
     ax.plot(steps, losses, color="tab:blue", lw=1, label="training loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss", color="tab:blue")
-    if val_steps:
+    if val_steps is not None and len(val_steps):
         ax2 = ax.twinx()
         ax2.plot(val_steps, val_ious, "o-", color="tab:orange", label="validation mIoU")
         ax2.set_ylabel("mIoU", color="tab:orange")

@@ -227,3 +227,8 @@ def test_compare_refuses_options_that_would_run_a_bench(tmp_path, capsys):
     assert main(["bench", "--compare", path, path, "--quick", "--every-conv"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--compare reads two --json files and runs nothing: drop --quick, --every-conv" in err
+
+
+def test_bench_json_naming_a_folder_is_refused_before_running(tmp_path, capsys):
+    assert main(["bench", "--tiny", "--json", str(tmp_path)]) == 2
+    assert "is a folder: give a file name" in capsys.readouterr().err

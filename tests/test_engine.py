@@ -226,3 +226,10 @@ def test_an_integer_tensor_refuses_a_number_it_cannot_hold():
     for op in (lambda t: t * 2.5, lambda t: t + 0.5, lambda t: t ** 0.5):
         with pytest.raises(TypeError, match="which int64 cannot hold"):
             op(i)
+
+
+def test_a_number_beyond_an_integer_dtype_is_a_type_error():
+    u = mf.tensor(np.array([1, 2], np.uint8))
+    for number in (300, -1):
+        with pytest.raises(TypeError, match="which uint8 cannot hold"):
+            u + number

@@ -206,3 +206,36 @@ def test_bench_example_prints_a_ratio_table(capsys):
 def test_bench_example_rejects_bad_arguments(capsys):
     bench = load_example("bench_ops")
     assert_one_line_error(capsys, lambda: bench.main(["--repeats", "0"]), "--repeats")
+
+
+def test_predict_refuses_images_whose_outputs_would_collide(tmp_path, tiny_checkpoint):
+    from minifrrn.training import predict_images
+    rng = np.random.default_rng(2)
+    for name in ("c1/b_leftImg8bit.png", "c1/b.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / name)
+    with pytest.raises(ValueError, match="would both be written as b_labelIds.png"):
+        predict_images(tiny_checkpoint, [tmp_path / "c1/b_leftImg8bit.png", tmp_path / "c1/b.png"],
+                       tmp_path / "out")
+    assert not (tmp_path / "out" / "b_labelIds.png").exists()
+
+
+def test_predict_handles_a_three_pixel_tall_image_and_a_16_bit_grey_one(tmp_path, tiny_checkpoint):
+    from minifrrn.data import read_image
+    from minifrrn.training import predict_images
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (3, 5, 3), dtype=np.uint8)).save(
+        tmp_path / "short.png")
+    Image.fromarray(np.full((8, 8), 30000, np.uint16)).save(tmp_path / "deep.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "deep.png")[0, 0], [117, 117, 117])
+    predict_images(tiny_checkpoint, [tmp_path / "short.png", tmp_path / "deep.png"], tmp_path / "o")
+    assert Image.open(tmp_path / "o" / "short_overlay.png").size == (5, 3)
+    assert Image.open(tmp_path / "o" / "deep_overlay.png").size == (8, 8)
+
+
+def test_train_example_refuses_downsample_zero(tmp_path, capsys):
+    train = load_example("train_cityscapes_gpu")
+    root = write_tiny_cityscapes(tmp_path / "cityscapes")
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--data", str(root), "--model", "tiny", "--device", "cpu", "--downsample", "0",
+                    "--out", str(tmp_path / "r")])
+    assert exit_info.value.code == 2 and "--downsample must be >= 1" in capsys.readouterr().err

@@ -128,3 +128,11 @@ def test_load_state_dict_takes_tensors_too():
     state = {name: mf.tensor(value + 1) for name, value in conv.state_dict().items()}
     conv.load_state_dict(state)
     np.testing.assert_array_equal(conv.weight.data, state["weight"].data)
+
+
+def test_a_buffer_assigned_an_array_keeps_its_dtype():
+    bn = nn.BatchNorm2d(3)
+    bn.running_var = np.full(3, 2.0)  # float64
+    assert bn.running_var.dtype == np.float32
+    with pytest.raises(ValueError, match=r"has shape \(2,\)"):
+        bn.load_state_dict({**bn.state_dict(), "running_var": [1.0, 2.0]})

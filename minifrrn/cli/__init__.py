@@ -34,6 +34,8 @@ class CLIError(Exception):
 def check_output_file(path, option):
     """Refuse, before any work, an output file whose folder is missing or not writable (a bench or
     an evaluation would otherwise run to its end and fail there)."""
+    if Path(path).is_dir():
+        raise CLIError(f"{option} {path} is a folder: give a file name (e.g. {Path(path) / 'out.json'})")
     folder = Path(path).resolve().parent
     if not folder.is_dir():
         raise CLIError(f"{option} {path}: folder {folder} does not exist: create it or choose "

@@ -80,8 +80,15 @@ def _open(path):
 
 
 def read_image(path):
-    """RGB uint8 (H, W, 3)."""
-    return np.asarray(_open(path).convert("RGB"))
+    """RGB uint8 (H, W, 3). 16-bit grey images are scaled to 8 bits (Pillow's conversion to RGB
+    would clip them: every value above 255 white)."""
+    image = _open(path)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        grey = np.asarray(image).astype(np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or grey.max() > 255 else 255.0
+        grey = np.clip(grey / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
 
 
 def read_label_ids(path):

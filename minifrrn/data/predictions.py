@@ -30,7 +30,9 @@ def write_prediction(path, train_ids):
 def write_overlay(path, image, train_ids, alpha=0.5):
     """Save the image blended with the prediction in Cityscapes colours."""
     image = as_numpy(image)
-    if image.ndim == 3 and image.shape[0] == 3:
+    if image.ndim == 2:  # grey
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[0] == 3 and image.shape[2] != 3:  # (3, H, W): channels first
         image = image.transpose(1, 2, 0)
     if image.dtype != np.uint8:
         image = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)

@@ -363,8 +363,10 @@ def ensure_synthetic(root=None, n_train=300, n_val=60, height=128, width=256, se
 
     Generation writes into a temporary folder beside the target and renames it when complete, so an
     interrupted generation is never mistaken for a finished one. Processes that generate at once
-    keep the first complete set and discard their own copies: a set other processes may be reading
-    is never removed (only one of other settings, or an incomplete one, is replaced).
+    keep the first complete set and discard their own copies, so a complete set of the same
+    settings is not replaced; only an incomplete one, or one of other settings, is moved aside and
+    removed. (Not a lock: a set another process installs in the instant between this one's check
+    and its move of a stale set would be moved aside too.)
     """
     root = Path(root) if root is not None else default_synthetic_root()
     settings = dict(n_train=n_train, n_val=n_val, height=height, width=width, seed=seed)

@@ -40,8 +40,14 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError("call Module.__init__() before assigning attributes")
         if name in self._buffers and value is not None and not isinstance(value, Module):
-            # a new value for registered state (running statistics): it stays a buffer
-            self.register_buffer(name, value)
+            # a new value for registered state (running statistics): it stays a buffer, of the
+            # buffer's dtype and on its device
+            old = self._buffers[name]
+            xp = get_array_module(old.data)
+            data = unwrap(value)
+            if xp is np:
+                data = as_numpy(data)
+            self.register_buffer(name, xp.asarray(data).astype(old.dtype, copy=False))
             return
         if name in self._parameters and value is not None and not isinstance(value, Parameter):
             raise TypeError(f"cannot assign {type(value).__name__} to parameter {name!r}: assign an "
@@ -168,7 +174,7 @@ class Module:
                 continue
             value = state[name]
             if tuple(np.shape(value)) != tuple(t.shape):
-                raise ValueError(f"state dict entry {name!r} has shape {tuple(value.shape)}, the "
+                raise ValueError(f"state dict entry {name!r} has shape {tuple(np.shape(value))}, the "
                                  f"model expects {tuple(t.shape)}")
         for name, t in own.items():
             if name in state:

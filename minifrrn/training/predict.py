@@ -26,6 +26,13 @@ def predict_images(checkpoint, images, out, device="cpu"):
                                     f"(e.g. {p / '*.png'})")
         if not p.is_file():
             raise FileNotFoundError(f"image {p} does not exist")
+    stems = {}
+    for p in paths:  # two images may not write the same outputs
+        stem = _stem(p)
+        if stem in stems and stems[stem] != p:
+            raise ValueError(f"images {stems[stem]} and {p} would both be written as "
+                             f"{stem}_labelIds.png: predict them into different --out folders")
+        stems[stem] = p
     out = Path(out)
     try:  # before the model is loaded: a bad --out should not wait for it
         out.mkdir(parents=True, exist_ok=True)
@@ -47,10 +54,15 @@ def predict_images(checkpoint, images, out, device="cpu"):
         x = padded.astype(np.float32).transpose(2, 0, 1)[None] / 255.0
         scores = predict_scores(model, x, device)[:, :, :h, :w]
         train_ids = as_numpy(resize_scores(scores, H, W).argmax(axis=1)[0])
-        stem = path.name[:-len("_leftImg8bit.png")] if path.name.endswith("_leftImg8bit.png") \
-            else path.stem
+        stem = _stem(path)
         label_path = out / f"{stem}_labelIds.png"
         write_prediction(label_path, train_ids)
         write_overlay(out / f"{stem}_overlay.png", rgb, train_ids)
         written.append(label_path)
     return written
+
+
+def _stem(path):
+    """The outputs' name: the image's, without ``_leftImg8bit.png`` (Cityscapes) or the suffix."""
+    return (path.name[:-len("_leftImg8bit.png")] if path.name.endswith("_leftImg8bit.png")
+            else path.stem)
