@@ -364,7 +364,7 @@ def test_resume_from_another_folder_with_a_relative_data_path(data_root, tmp_pat
                  "--no-final-eval"]) == 0
     saved = load_checkpoint(out / "last.npz")[2]
     assert saved["step"] == 3 and saved["config"]["data"] == str(data_root.resolve())
-    assert saved["config"]["num_workers"] == 0  # a session setting left out comes from the run
+    assert saved["config"]["num_workers"] == 0  # a loader setting left out comes from the run
 
 
 def test_resume_refuses_fewer_steps_than_done_and_lets_checkpointing_change(data_root, tmp_path,

@@ -71,15 +71,15 @@ def run(args):
     given = {name: getattr(args, name) for name in
              RUN_SETTINGS + ("steps", "checkpointing", "device", "num_workers", "cache_mb")
              if getattr(args, name) is not None}
-    session = dict(final_eval=not args.no_final_eval, quiet=args.quiet)
+    this_time = dict(final_eval=not args.no_final_eval, quiet=args.quiet)
     if args.resume:
         # the run's own settings, with those given on the command line (the trainer refuses any
         # that differ from the run's)
-        config = run_config(args.out, **given, **session)
+        config = run_config(args.out, **given, **this_time)
     else:
         data = given.get("data", DEFAULTS.data)
         given.setdefault("downsample", 2 if data == "synthetic" else 4)
-        config = TrainConfig(**{**given, **session, "out": args.out})
+        config = TrainConfig(**{**given, **this_time, "out": args.out})
     try:
         summary = Trainer(config).run()
     except TrainingDiverged as error:

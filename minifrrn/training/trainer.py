@@ -210,8 +210,8 @@ def _default_out(config):
 
 # what defines a run: resuming must keep these. The device, loader threads, cache size, gradient
 # checkpointing (memory for time, same results), printing and the final evaluation may change
-# between sessions of one run, and so may ``steps``, to train longer (a cosine or poly schedule is
-# then the curve of the new length, taken up at the current step: the rate jumps there)
+# between the stop and the resume of a run, and so may ``steps``, to train longer (a cosine or
+# poly schedule is then the curve of the new length, taken up at the current step: the rate jumps)
 RUN_SETTINGS = ("data", "model", "batch_size", "lr", "schedule", "milestone", "val_every",
                 "val_frames", "seed", "downsample", "max_shift", "loss")
 
