@@ -375,23 +375,30 @@ def unwrap(x):
     return x.data if isinstance(x, Tensor) else x
 
 
+def check_number_fits(dtype, number, what="number"):
+    """Refuse a Python number that an integer (or bool) ``dtype`` cannot hold exactly (2.5, 300 for
+    uint8): ops keep a tensor's dtype, and would otherwise truncate it silently."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "biu":
+        return
+    try:
+        fits = np.asarray(number, dtype=dtype).item() == number
+    except OverflowError:
+        fits = False
+    if not fits:
+        raise TypeError(f"a {dtype} tensor and the {what} {number!r}, which {dtype} cannot hold: "
+                        f"make the tensor floating (or wider) first, e.g. "
+                        f"mf.tensor(t.data.astype(np.float32))")
+
+
 def as_tensor(x, like=None) -> Tensor:
     """Return ``x`` if it is a ``Tensor``; wrap arrays; turn Python scalars into constants of ``like``'s
     dtype and device (so ``x * 2`` keeps ``x``'s dtype)."""
     if isinstance(x, Tensor):
         return x
     if isinstance(x, (int, float, bool)) and like is not None:
-        xp = get_array_module(like.data)
-        try:
-            constant = xp.asarray(x, dtype=like.dtype)
-            fits = like.dtype.kind not in "biu" or constant.item() == x
-        except OverflowError:
-            fits = False
-        if not fits:
-            raise TypeError(f"a {like.dtype} tensor and the number {x!r}, which {like.dtype} cannot "
-                            f"hold: make the tensor floating (or wider) first, e.g. "
-                            f"mf.tensor(t.data.astype(np.float32))")
-        return Tensor(constant)
+        check_number_fits(like.dtype, x)
+        return Tensor(get_array_module(like.data).asarray(x, dtype=like.dtype))
     if isinstance(x, (np.ndarray, np.generic)) or is_gpu_array(x):
         return Tensor(x if not isinstance(x, np.generic) else np.asarray(x))
     return Tensor(np.asarray(x))

@@ -5,6 +5,7 @@ import numpy as np
 
 from .backend import as_numpy
 from .data.labels import CLASS_NAMES, PALETTE
+from .data.predictions import as_rgb, colorize, overlay  # noqa: F401 (overlay: re-exported)
 
 __all__ = ["colorize", "overlay", "save_prediction_grid", "plot_curves"]
 
@@ -14,27 +15,6 @@ def _figure(**kwargs):
     # session (a notebook's inline plots) is left as it is
     from matplotlib.figure import Figure
     return Figure(**kwargs)
-
-
-def colorize(train_ids):
-    """trainIds (H, W) -> RGB uint8 in the Cityscapes colours (void black)."""
-    return PALETTE[as_numpy(train_ids).astype(np.int64) % 256]
-
-
-def _rgb(image):
-    image = as_numpy(image)
-    if image.ndim == 2:  # grey
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    elif image.ndim == 3 and image.shape[0] == 3 and image.shape[2] != 3:  # (3, H, W): channels first
-        image = image.transpose(1, 2, 0)
-    if image.dtype != np.uint8:
-        image = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
-    return image
-
-
-def overlay(image, train_ids, alpha=0.5):
-    """The image blended with the label colours."""
-    return (_rgb(image) * (1 - alpha) + colorize(train_ids) * alpha + 0.5).astype(np.uint8)
 
 
 def save_prediction_grid(path, images, targets, predictions, titles=None):
@@ -47,7 +27,7 @@ def save_prediction_grid(path, images, targets, predictions, titles=None):
     for i in range(n):
         t, p = as_numpy(targets[i]), as_numpy(predictions[i])
         present |= set(np.unique(t[t < 19]).tolist()) | set(np.unique(p[p < 19]).tolist())
-        for ax, picture, title in zip(axes[i], (_rgb(images[i]), colorize(t), colorize(p)),
+        for ax, picture, title in zip(axes[i], (as_rgb(images[i]), colorize(t), colorize(p)),
                                       ("image", "ground truth", "prediction")):
             ax.imshow(picture, interpolation="nearest")
             ax.set_axis_off()

@@ -9,7 +9,8 @@ from PIL import Image
 from ..backend import as_numpy
 from .labels import NUM_CLASSES, PALETTE, TRAIN2ID
 
-__all__ = ["write_prediction", "write_overlay", "train_to_label_ids"]
+__all__ = ["write_prediction", "write_overlay", "train_to_label_ids", "colorize", "as_rgb",
+           "overlay"]
 
 
 def train_to_label_ids(train_ids):
@@ -27,8 +28,14 @@ def write_prediction(path, train_ids):
     Image.fromarray(train_to_label_ids(train_ids), "L").save(path)
 
 
-def write_overlay(path, image, train_ids, alpha=0.5):
-    """Save the image blended with the prediction in Cityscapes colours."""
+def colorize(train_ids):
+    """trainIds (H, W) -> RGB uint8 in the Cityscapes colours (void black)."""
+    return PALETTE[as_numpy(train_ids).astype(np.int64) % 256]
+
+
+def as_rgb(image):
+    """An image as RGB uint8 (H, W, 3): from grey (H, W), channels first (3, H, W) or channels last,
+    uint8 or floats in [0, 1]."""
     image = as_numpy(image)
     if image.ndim == 2:  # grey
         image = np.repeat(image[:, :, None], 3, axis=2)
@@ -36,7 +43,15 @@ def write_overlay(path, image, train_ids, alpha=0.5):
         image = image.transpose(1, 2, 0)
     if image.dtype != np.uint8:
         image = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
-    colours = PALETTE[as_numpy(train_ids).astype(np.int64) % 256]
-    blended = (image * (1 - alpha) + colours * alpha + 0.5).astype(np.uint8)
+    return image
+
+
+def overlay(image, train_ids, alpha=0.5):
+    """The image blended with the label colours: (1 − alpha)·image + alpha·colour, uint8."""
+    return (as_rgb(image) * (1 - alpha) + colorize(train_ids) * alpha + 0.5).astype(np.uint8)
+
+
+def write_overlay(path, image, train_ids, alpha=0.5):
+    """Save the image blended with the prediction in Cityscapes colours (``overlay``)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(blended, "RGB").save(path)
+    Image.fromarray(overlay(image, train_ids, alpha), "RGB").save(path)

@@ -6,7 +6,7 @@ to each input's shape (``broadcasts = True``), so the formulas below are written
 """
 from __future__ import annotations
 
-from ..autograd import Function, Tensor
+from ..autograd import Function, Tensor, check_number_fits
 from ..backend import get_array_module
 
 __all__ = ["add", "sub", "mul", "div", "neg", "pow", "exp", "log", "relu", "sum", "mean"]
@@ -98,13 +98,9 @@ class Pow(Function):
         self.exponent = float(exponent)
 
     def forward(self, x):
-        exponent = x.dtype.type(self.exponent)
-        if x.dtype.kind in "biu" and exponent != self.exponent:
-            raise TypeError(f"pow: a {x.dtype} tensor and the exponent {self.exponent!r}, which "
-                            f"{x.dtype} cannot hold: make the tensor floating first, e.g. "
-                            f"mf.tensor(t.data.astype(np.float32))")
+        check_number_fits(x.dtype, self.exponent, "exponent")
         self.x = x
-        return x ** exponent
+        return x ** x.dtype.type(self.exponent)
 
     def backward(self, gy):
         c = self.x.dtype.type(self.exponent)

@@ -27,6 +27,15 @@ class Parameter(Tensor):
         return f"Parameter(shape={tuple(self.shape)}, dtype={self.dtype}, device='{self.device}')"
 
 
+def _like(t, value):
+    """``value`` (an array, a tensor or a list) as an array of tensor ``t``'s dtype and device."""
+    xp = get_array_module(t.data)
+    value = unwrap(value)
+    if xp is np:
+        value = as_numpy(value)
+    return xp.asarray(value).astype(t.dtype, copy=False)
+
+
 class Module:
     """Base class of every layer and model: call it to run ``forward``."""
 
@@ -42,12 +51,7 @@ class Module:
         if name in self._buffers and value is not None and not isinstance(value, Module):
             # a new value for registered state (running statistics): it stays a buffer, of the
             # buffer's dtype and on its device
-            old = self._buffers[name]
-            xp = get_array_module(old.data)
-            data = unwrap(value)
-            if xp is np:
-                data = as_numpy(data)
-            self.register_buffer(name, xp.asarray(data).astype(old.dtype, copy=False))
+            self.register_buffer(name, _like(self._buffers[name], value))
             return
         if name in self._parameters and value is not None and not isinstance(value, Parameter):
             raise TypeError(f"cannot assign {type(value).__name__} to parameter {name!r}: assign an "
@@ -178,12 +182,9 @@ class Module:
                                  f"model expects {tuple(t.shape)}")
         for name, t in own.items():
             if name in state:
-                xp = get_array_module(t.data)
-                value = state[name]
-                if xp is np:
-                    value = as_numpy(value)
-                t.data[...] = xp.asarray(value).astype(t.dtype, copy=False)
+                t.data[...] = _like(t, state[name])
         return self
+
 
     # --- calling -----------------------------------------------------------------------------------
     def forward(self, *args, **kwargs):  # pragma: no cover - abstract
