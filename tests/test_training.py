@@ -412,3 +412,10 @@ def test_plot_curves_takes_arrays(tmp_path):
     from minifrrn.viz import plot_curves
     plot_curves(tmp_path / "c.png", np.arange(3), np.ones(3), np.array([1, 2]), np.array([0.1, 0.2]))
     assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_a_checkpoints_meta_reads_without_its_arrays(tmp_path):
+    save_checkpoint(tmp_path / "m.npz", {"w": np.ones(3, np.float32)}, {"m.0": np.zeros(3)},
+                    {"model": "tiny", "step": 5})
+    model_state, optimizer_state, meta = load_checkpoint(tmp_path / "m.npz", arrays=False)
+    assert model_state == {} and optimizer_state == {} and meta["step"] == 5

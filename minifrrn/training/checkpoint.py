@@ -63,8 +63,9 @@ def _umask():
     return mask
 
 
-def load_checkpoint(path):
-    """Return (model_state, optimizer_state, meta); a corrupt file raises ``CheckpointError``."""
+def load_checkpoint(path, arrays=True):
+    """Return (model_state, optimizer_state, meta); a corrupt file raises ``CheckpointError``. With
+    ``arrays=False`` no array is read: the states hold no weights or moments (the meta alone)."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"checkpoint {path} is a folder: give a checkpoint file in it, "
@@ -82,9 +83,10 @@ def load_checkpoint(path):
     try:
         with data:
             meta = json.loads(bytes(data["meta"]).decode())
-            model_state = {k[len("model/"):]: data[k] for k in data.files if k.startswith("model/")}
+            model_state = {k[len("model/"):]: data[k] for k in data.files
+                           if arrays and k.startswith("model/")}
             optimizer_state = {k[len("optim/"):]: data[k] for k in data.files
-                               if k.startswith("optim/")}
+                               if arrays and k.startswith("optim/")}
     except unreadable as error:
         raise _corrupt(path, error) from None
     if meta.get("format") != FORMAT_VERSION:

@@ -235,7 +235,7 @@ def run_config(out=None, **changes) -> TrainConfig:
     path = folder / "last.npz"
     if not path.exists():
         raise FileNotFoundError(f"--resume: {path} does not exist")
-    saved = load_checkpoint(path)[2].get("config") or {}
+    saved = load_checkpoint(path, arrays=False)[2].get("config") or {}  # the trainer reads the rest
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     settings = {key: value for key, value in saved.items() if key in known}
     return TrainConfig(**{**settings, "out": str(folder), "resume": True, **changes})
