@@ -42,6 +42,15 @@ def compare(fn, arrays, dtype):
         np.testing.assert_allclose(g, e, **TOL[dtype])
 
 
+@pytest.mark.parametrize("k,s", [(2, 2), (3, 2)])
+def test_max_pool_lets_a_nan_through_as_numpy_does(k, s):
+    x = distinct((1, 2, 2 * k + 1, 2 * k + 2), seed=13)
+    x[0, 0, k - 1, k - 1] = np.nan
+    cpu, gpu = (run_op(lambda x: F.max_pool2d(x, k, s), [x], np.float32, d)[0] for d in ("cpu", "gpu"))
+    assert np.isnan(gpu[0, 0, 0, 0])
+    np.testing.assert_array_equal(gpu, cpu)
+
+
 def loss_target(device):
     t = np.random.default_rng(5).integers(0, 5, (2, 6, 7))
     t[0, :2] = 255

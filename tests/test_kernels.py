@@ -117,6 +117,17 @@ def test_max_pool_gpu_path_ties_go_to_the_first_index():
     compare(lambda x: F.max_pool2d(x, 2), [x], np.float64)
 
 
+@pytest.mark.parametrize("k,s", [(2, 2), (3, 2), (4, 4)])
+def test_max_pool_gpu_path_lets_a_nan_through_as_numpy_does(k, s):
+    # a NaN after a window's first value: the kernel's v > best alone would skip it
+    x = distinct((1, 2, 2 * k + 1, 2 * k + 2), seed=12)
+    x[0, 0, k - 1, k - 1] = np.nan
+    expected, got = (run_op(lambda x: F.max_pool2d(x, k, s), [x], np.float32, emulate=e)[0]
+                     for e in (False, True))
+    assert np.isnan(got[0, 0, 0, 0])
+    np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("scale", [1, 2, 3, 8])
 def test_nearest_gpu_path_matches_numpy(scale, dtype):

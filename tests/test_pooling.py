@@ -113,3 +113,18 @@ def test_any_memory_layout_pools_as_c_order_does(window):
     expected = F.max_pool2d(mf.tensor(x), window).data
     for layout in (np.asfortranarray(x), x.transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2)):
         np.testing.assert_array_equal(F.max_pool2d(mf.tensor(layout), window).data, expected)
+
+
+@pytest.mark.parametrize("k,s", [(2, 2), (3, 3), (4, 4), (8, 8), (16, 16), (3, 2), (2, 1)])
+def test_a_window_holding_nan_pools_to_nan_wherever_the_nan_is(k, s):
+    # each route (tournament, column by column, equality, argmax, overlapping) on the window's
+    # last value and on one in its middle: a NaN activation must not vanish in pooling
+    for offset in (k * k - 1, (k // 2) * k + k // 2):
+        x = distinct((1, 2, 2 * k + 1, 2 * k + 3), seed=31)
+        p, q = divmod(offset, k)
+        x[0, 1, p, q] = np.nan
+        y = F.max_pool2d(mf.tensor(x), k, s).data
+        expected = naive_max_pool(np.nan_to_num(x, nan=np.inf), k, s)
+        expected[np.isinf(expected)] = np.nan
+        np.testing.assert_array_equal(y, expected)
+        assert np.isnan(y[0, 1, 0, 0]) and not np.isnan(y[0, 0]).any()

@@ -7,8 +7,10 @@ OH = (H − KH) // SH + 1 (rows and columns that do not fill a window are droppe
 
 Backward sends each upstream gradient to the one input that won its window:
 gx[n, c, i·SH + p*, j·SW + q*] += gy[n, c, i, j] with (p*, q*) the argmax. Ties go to the *first*
-maximum in row-major window order (smallest p, then smallest q), as ``argmax`` returns it. Only the
-argmax (a small integer per output) is kept for backward, not the input.
+maximum in row-major window order (smallest p, then smallest q), as ``argmax`` returns it. A window
+holding NaN gives y = NaN on every route and device, so that a diverging activation is not hidden;
+which of its inputs then receives the gradient is left open. Only the argmax (a small integer per
+output) is kept for backward, not the input.
 
 On the CPU, non-overlapping windows (stride = kernel, all that FRRN uses) take whole-array ufunc
 passes per cache-sized block of channels, on several threads. Forward, for windows of up to 64
@@ -309,7 +311,10 @@ class MaxPool2dFunction(Function):
                         if p == q == 0:
                             y_block[...] = view
                             continue
-                        better = view > y_block  # strictly greater: ties keep the first index
+                        # strictly greater: ties keep the first index; a NaN takes the window, as
+                        # np.maximum lets it through on the non-overlapping route
+                        better = view > y_block
+                        better |= xp.isnan(view) & ~xp.isnan(y_block)
                         xp.copyto(y_block, view, where=better)
                         xp.copyto(argmax_block, index_dtype(p * self.KW + q), where=better)
 

@@ -1,7 +1,7 @@
 // Max pooling: forward one thread per output (value and argmax), backward a gather, one thread per
 // input element summing the upstream gradients of the windows whose argmax is that element.
 // The argmax is stored as the offset p*KW + q inside the window; ties go to the first maximum in
-// row-major window order, as in the NumPy path.
+// row-major window order, as in the NumPy path; a window holding NaN gives NaN.
 
 template <typename T>
 __device__ void maxpool_forward_impl(const T* __restrict__ x, T* __restrict__ y,
@@ -21,7 +21,9 @@ __device__ void maxpool_forward_impl(const T* __restrict__ x, T* __restrict__ y,
         for (long long p = 0; p < KH; ++p) {
             for (long long q = 0; q < KW; ++q) {
                 T v = plane[(h0 + p) * W + w0 + q];
-                if (v > best) { best = v; best_at = (int)(p * KW + q); }
+                // a NaN takes the window (the first NaN, as v > NaN is false after it), so that
+                // a NaN activation reaches y as it does through the NumPy path's np.maximum
+                if (v > best || (v != v && best == best)) { best = v; best_at = (int)(p * KW + q); }
             }
         }
         y[i] = best;
