@@ -261,3 +261,17 @@ def test_route_choice_and_what_backward_keeps():
     pointwise(mf.tensor(x), mf.tensor(np.ones((8, 32, 1, 1), np.float32), requires_grad=True))
     assert narrow.route == "banded"
     assert strided.route == "im2col" and pointwise.route == "im2col"
+
+
+@pytest.mark.parametrize("k,s,p", [(1, 1, 0), (3, 1, 1), (5, 1, 2), (3, 2, 1)])
+def test_an_empty_batch_has_zero_weight_gradients_on_every_route(poisoned_empty, k, s, p):
+    # no band and no sample: gW and gb must come out as zeros, not as an unwritten buffer
+    x = mf.tensor(np.zeros((0, 3, 6, 5)), requires_grad=True)
+    W = mf.tensor(np.random.default_rng(7).standard_normal((4, 3, k, k)), requires_grad=True)
+    b = mf.tensor(np.random.default_rng(8).standard_normal(4), requires_grad=True)
+    y = F.conv2d(x, W, b, stride=s, pad=p)
+    assert y.shape[:2] == (0, 4)
+    y.backward(np.zeros(y.shape))
+    assert x.grad.shape == (0, 3, 6, 5)
+    np.testing.assert_array_equal(W.grad, np.zeros(W.shape))
+    np.testing.assert_array_equal(b.grad, np.zeros(4))

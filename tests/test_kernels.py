@@ -70,6 +70,17 @@ def test_conv2d_gpu_path_matches_numpy(k, s, p, dtype):
             [rnd(2, 3, 7, 5 + 2 * (k == 5), seed=1), rnd(4, 3, k, k, seed=2), rnd(4, seed=3)], dtype)
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_conv2d_gpu_path_takes_an_empty_batch_as_numpy_does(k):
+    inputs = [rnd(0, 3, 5, 5, seed=1), rnd(4, 3, k, k, seed=2), rnd(4, seed=3)]
+    expected, got = (run_op(lambda x, W, b: F.conv2d(x, W, b, pad=k // 2), inputs, np.float64,
+                            emulate=e) for e in (False, True))
+    assert got[0].shape == (0, 4, 5, 5)
+    for e, g in zip(expected, got):
+        assert g.shape == e.shape
+        np.testing.assert_array_equal(g, e)
+
+
 def test_conv2d_gpu_path_batch1_one_channel_non_contiguous():
     x = rnd(1, 5, 7, 1, seed=4).transpose(0, 3, 1, 2)  # (1, 1, 5, 7), not contiguous
     compare(lambda x, W: F.conv2d(x, W, stride=(1, 2), pad=(2, 1)), [x, rnd(2, 1, 3, 3, seed=5)],

@@ -407,6 +407,8 @@ def banded_conv2d(x, W, PH, PW):
 def _weight_grad_in_bands(gy, kept, W_shape, x_shape, PH, PW):
     """gW band by band, by the forward's variant, from what ``banded_conv2d`` returned to keep."""
     _, C, KH, _ = W_shape
+    if gy.shape[0] == 0:  # an empty batch has no band: both routes would return their np.empty
+        return np.zeros(W_shape, dtype=gy.dtype)
     if _by_column_offsets(C, KH, gy.shape[2] * gy.shape[3]):
         return _weight_grad_by_column_offsets(gy, kept, W_shape, PH, PW)
     return _weight_grad_by_band_copies(gy, kept, W_shape, x_shape, PH, PW)

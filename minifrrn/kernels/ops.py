@@ -131,6 +131,8 @@ def conv2d_forward(xp, ex, x, W, b, SH, SW, PH, PW):
     N = x.shape[0]
     OC, C, KH, KW = W.shape
     OH, OW, _ = _im2col_sizes(x.shape, KH, KW, SH, SW, PH, PW)
+    if N == 0:  # an empty batch: cuBLAS would be handed the null pointer of an empty array
+        return xp.empty((0, OC, OH, OW), dtype=x.dtype)
     y = ex.gemm(_c(xp, W).reshape(OC, -1), _cols(xp, ex, x, KH, KW, SH, SW, PH, PW))
     if b is not None:
         y += b.reshape(1, OC, 1)
@@ -148,6 +150,10 @@ def conv2d_backward(xp, ex, gy, x, W, x_shape, SH, SW, PH, PW, need_x, need_W, n
     cols alone outgrow an 80 GB GPU."""
     N, OC, OH, OW = gy.shape
     _, C, KH, KW = W.shape
+    if N == 0:  # an empty batch: no product to run, and the weights' gradients are zero
+        return (xp.empty(x_shape, dtype=gy.dtype) if need_x else None,
+                xp.zeros(W.shape, dtype=gy.dtype) if need_W else None,
+                xp.zeros(OC, dtype=gy.dtype) if need_b else None)
     gy = _c(xp, gy).reshape(N, OC, OH * OW)
     gx = gW = gb = None
     if need_W:
