@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import math
 import threading
 import weakref
 
@@ -302,6 +303,16 @@ class Tensor:
 
     def __pow__(self, exponent):
         return _F().pow(self, exponent)
+
+    def __rpow__(self, base):
+        """base ** self for a positive number base, as exp(self · ln base): its gradient is
+        gy · base ** self · ln base."""
+        if isinstance(base, bool) or not isinstance(base, (int, float, np.integer, np.floating)):
+            return NotImplemented
+        if not base > 0:
+            raise ValueError(f"base ** tensor needs a positive base (it is exp(tensor · ln base)), "
+                             f"got {base!r}")
+        return (self * math.log(base)).exp()
 
     def __matmul__(self, other):
         return _F().matmul(self, other)

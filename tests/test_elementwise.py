@@ -95,3 +95,18 @@ def test_power_zero_has_a_zero_gradient_everywhere():
     x = mf.tensor(np.array([0.0, 1.5, -2.0]), requires_grad=True)
     (x ** 0).sum().backward()
     np.testing.assert_array_equal(x.grad, np.zeros(3))
+
+
+@pytest.mark.parametrize("base", [2, 0.3, np.float64(7.5)])
+def test_number_to_the_power_of_a_tensor_gradcheck(base):
+    x = mf.tensor(rnd(3, 4, seed=11), requires_grad=True)
+    out = base ** x
+    np.testing.assert_allclose(out.data, float(base) ** x.data, rtol=1e-12)
+    mf.gradcheck(lambda x: base ** x, [x])
+
+
+@pytest.mark.parametrize("base", [0, -2.0])
+def test_number_to_the_power_of_a_tensor_needs_a_positive_base(base):
+    with pytest.raises(ValueError, match="positive base"):
+        base ** mf.tensor(rnd(3, seed=12))
+

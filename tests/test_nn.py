@@ -136,3 +136,14 @@ def test_a_buffer_assigned_an_array_keeps_its_dtype():
     assert bn.running_var.dtype == np.float32
     with pytest.raises(ValueError, match=r"has shape \(2,\)"):
         bn.load_state_dict({**bn.state_dict(), "running_var": [1.0, 2.0]})
+
+
+def test_a_slice_of_a_sequential_is_a_sequential_of_the_same_modules():
+    first, second, third = nn.ReLU(), nn.Conv2d(2, 2, 1), nn.ReLU()
+    model = nn.Sequential(first, second, third)
+    head = model[:2]
+    assert isinstance(head, nn.Sequential) and list(head) == [first, second]
+    assert head[1] is model[1] is second and model[-1] is third
+    assert head.parameters()[0] is second.weight
+    x = mf.tensor(np.random.default_rng(13).standard_normal((1, 2, 3, 3)).astype(np.float32))
+    np.testing.assert_array_equal(head(x).data, second(first(x)).data)

@@ -131,7 +131,12 @@ class Sequential(Module):
         return len(self._modules)
 
     def __getitem__(self, i):
-        return list(self._modules.values())[i]
+        """The i-th module; a slice gives a Sequential of those modules (the same objects, so
+        their parameters are shared with this one)."""
+        modules = list(self._modules.values())
+        if isinstance(i, slice):
+            return Sequential(*modules[i])
+        return modules[i]
 
     def forward(self, x):
         for m in self._modules.values():
