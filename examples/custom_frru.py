@@ -110,6 +110,12 @@ def check_arguments(args):
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.classes < 2:
         raise ValueError(f"--classes must be >= 2, got {args.classes}")
+    # batch norm in training mode needs two values per channel; the deepest map is 1/4 of the input
+    deepest = args.batch_size * (args.height // 4) * (args.width // 4)
+    if deepest < 2:
+        raise ValueError(f"a batch of {args.batch_size} at {args.height}x{args.width} leaves one "
+                         f"value per channel at 1/4 for batch norm: use --batch-size 2 or an input "
+                         f"of at least 4x8")
     check_device(args.device)
 
 

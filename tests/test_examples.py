@@ -186,6 +186,14 @@ def test_custom_frru_example_rejects_bad_sizes(capsys):
     assert_one_line_error(capsys, lambda: custom.main(["--height", "10"]), "--height", "4")
 
 
+def test_custom_frru_example_refuses_a_batch_norm_of_one_value(capsys):
+    # batch 1 at 4x4 leaves a 1x1 map at 1/4: batch norm would fail deep inside the forward
+    custom = load_example("custom_frru")
+    assert_one_line_error(
+        capsys, lambda: custom.main(["--height", "4", "--width", "4", "--batch-size", "1"]),
+        "--batch-size 2")
+
+
 # --- bench_ops.py -------------------------------------------------------------------------------
 
 def test_bench_example_prints_a_ratio_table(capsys):
