@@ -247,3 +247,17 @@ def test_train_example_refuses_downsample_zero(tmp_path, capsys):
         train.main(["--data", str(root), "--model", "tiny", "--device", "cpu", "--downsample", "0",
                     "--out", str(tmp_path / "r")])
     assert exit_info.value.code == 2 and "--downsample must be >= 1" in capsys.readouterr().err
+
+
+def test_predict_turns_a_photo_upright_by_its_exif_orientation(tmp_path, tiny_checkpoint):
+    from minifrrn.data import read_image
+    from minifrrn.training import predict_images
+    stored = np.random.default_rng(4).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation 6: the camera was turned; viewers rotate it 90° clockwise
+    Image.fromarray(stored).save(tmp_path / "phone.png", exif=exif)
+    np.testing.assert_array_equal(read_image(tmp_path / "phone.png"), np.rot90(stored, k=-1))
+    Image.fromarray(stored).save(tmp_path / "plain.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "plain.png"), stored)
+    predict_images(tiny_checkpoint, [tmp_path / "phone.png"], tmp_path / "o")
+    assert Image.open(tmp_path / "o" / "phone_overlay.png").size == (4, 6)  # upright: 4 wide

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .augment import random_gamma, random_translate
 from .labels import ID2TRAIN, VOID
@@ -76,13 +76,17 @@ def _open(path):
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} does not exist") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"{path} is not a readable PNG ({error})") from None
+        raise ValueError(f"{path} is not a readable image ({error})") from None
 
 
 def read_image(path):
-    """RGB uint8 (H, W, 3). 16-bit grey images are scaled to 8 bits (Pillow's conversion to RGB
-    would clip them: every value above 255 white)."""
+    """RGB uint8 (H, W, 3), upright. 16-bit grey images are scaled to 8 bits (Pillow's conversion to
+    RGB would clip them: every value above 255 white). A photo whose EXIF orientation says it was
+    taken turned (as phone cameras store them) is turned the way image viewers show it, so that its
+    prediction and overlay are upright too; Cityscapes' PNGs carry no EXIF and are read as stored."""
     image = _open(path)
+    if image.getexif().get(0x0112, 1) != 1:  # 0x0112: the EXIF Orientation tag, 1 = as stored
+        image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         grey = np.asarray(image).astype(np.float64)
         top = 65535.0 if image.mode.startswith("I;16") or grey.max() > 255 else 255.0
