@@ -224,6 +224,39 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path):
     assert meta["step"] == 2
 
 
+def test_weights_that_became_nan_under_a_finite_loss_are_never_saved(data_root, tmp_path):
+    # step 4's loss is finite, but its update leaves a NaN weight: the step-4 checkpoint must not
+    # be written, and the message must point at step 2's, which is good
+    trainer = Trainer(config(data_root, tmp_path / "nanw", steps=4))
+    original_step = trainer.optimizer.step
+
+    def poisoned_step():
+        original_step()
+        if trainer.optimizer.steps == 4:
+            trainer.optimizer.params[-1].data[0] = np.nan
+
+    trainer.optimizer.step = poisoned_step
+    from minifrrn.training import TrainingDiverged
+    with pytest.raises(TrainingDiverged, match="weights became NaN or infinite by step 4.*"
+                                               "last good checkpoint is .*last.npz"):
+        trainer.run()
+    model_state, _, meta = load_checkpoint(tmp_path / "nanw" / "last.npz")
+    assert meta["step"] == 2 and all(np.isfinite(v).all() for v in model_state.values())
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("lr", float("nan"), "--lr must be a positive finite number, got nan"),
+    ("lr", float("inf"), "--lr must be a positive finite number"),
+    ("batch_size", 2.0, "--batch-size must be a whole number, got 2.0"),
+    ("steps", None, "--steps must be a whole number, got None"),
+    ("cache_mb", True, "--cache-mb must be a whole number")])
+def test_settings_that_are_not_numbers_of_the_right_kind_are_refused_up_front(
+        data_root, tmp_path, field, value, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        Trainer(config(data_root, tmp_path / "bad", **{field: value}))
+    assert not (tmp_path / "bad").exists()
+
+
 def test_default_translation_range_follows_the_paper():
     from minifrrn.training.trainer import default_max_shift
     assert default_max_shift(1024) == 40      # FRRN B at 512x1024
@@ -419,3 +452,36 @@ def test_a_checkpoints_meta_reads_without_its_arrays(tmp_path):
                     {"model": "tiny", "step": 5})
     model_state, optimizer_state, meta = load_checkpoint(tmp_path / "m.npz", arrays=False)
     assert model_state == {} and optimizer_state == {} and meta["step"] == 5
+
+
+def test_predict_scores_refuses_a_training_model_and_8_bit_images():
+    from minifrrn.training import predict_scores
+    model = mf.models.frrn_tiny(seed=0)
+    images = np.random.default_rng(6).random((1, 3, 16, 16), dtype=np.float32)
+    with pytest.raises(ValueError, match="training mode.*call model.eval\\(\\)"):
+        predict_scores(model, images)
+    assert model.training  # refused before it ran: the running statistics did not move
+    model.eval()
+    with pytest.raises(TypeError, match="floats in \\[0, 1\\], got uint8: divide 8-bit images"):
+        predict_scores(model, (images * 255).astype(np.uint8))
+    np.testing.assert_array_equal(predict_scores(model, mf.tensor(images)),
+                                  predict_scores(model, images))
+
+
+def test_evaluate_model_leaves_the_model_in_the_mode_it_came_in(data_root):
+    from minifrrn.data import Cityscapes
+    from minifrrn.training import evaluate_model
+    model = mf.models.frrn_tiny(seed=0).eval()
+    evaluate_model(model, Cityscapes(data_root, "val", downsample=1), limit=1)
+    assert not model.training
+
+
+def test_a_batch_leaving_batch_norm_one_value_per_channel_is_refused_up_front(tmp_path):
+    root = synth.generate(tmp_path / "small", n_train=2, n_val=1, height=16, width=16, seed=2)
+    with pytest.raises(ValueError, match="a batch of 1 8x8 image leaves one value per channel at "
+                                         "frrn_tiny's deepest pooling \\(1/8\\).*--batch-size 2"):
+        Trainer(config(root, tmp_path / "r", batch_size=1, downsample=2))
+    model = mf.models.frrn_tiny(seed=0)
+    with pytest.raises(ValueError, match="batch of 1 at 8x8 leaves one value per channel"):
+        model(mf.tensor(np.zeros((1, 3, 8, 8), np.float32)))
+    assert model.eval()(mf.tensor(np.zeros((1, 3, 8, 8), np.float32))).shape == (1, 19, 8, 8)

@@ -88,6 +88,12 @@ class FRRN(Module):
                 return f"{low} or {low + f}" if v % f else str(v)
             raise ValueError(f"{self.name}: input size {H}x{W} is not divisible by {f} (the model's "
                              f"deepest pooling): use height {near(H)} and width {near(W)}")
+        if self.training and xd.shape[0] * (H // f) * (W // f) < 2:
+            # batch norm in training mode normalises each channel over the batch and the map
+            raise ValueError(f"{self.name}: a batch of {xd.shape[0]} at {H}x{W} leaves one value per "
+                             f"channel at the deepest pooling (1/{f}), where batch norm in training "
+                             f"mode needs two: use a batch of 2 or more, larger images, or "
+                             f"model.eval() to predict")
 
     def _run_unit(self, unit, y, z):
         if self.checkpoint:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import functional as F
-from ..autograd import no_grad, tensor
+from ..autograd import no_grad, tensor, unwrap
 from ..backend import as_numpy, check_device, get_array_module, to_device
 from ..data import Cityscapes, DataLoader, ensure_synthetic
 from ..data.cityscapes import (find_frames, read_image, read_instance_ids, read_label_ids,
@@ -66,6 +66,12 @@ class TrainConfig:
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}: choose one of tiny, frrn_a, frrn_b")
         check_device(self.device)
+        for name in ("steps", "batch_size", "val_every", "downsample", "milestone", "val_frames",
+                     "max_shift", "num_workers", "cache_mb", "seed"):
+            value = getattr(self, name)
+            whole = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+            if not whole and not (value is None and name in ("val_frames", "max_shift")):
+                raise TypeError(f"--{name.replace('_', '-')} must be a whole number, got {value!r}")
         for name in ("steps", "batch_size", "val_every", "downsample", "milestone"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -76,8 +82,9 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
-        if self.lr <= 0:
-            raise ValueError(f"--lr must be positive, got {self.lr}")
+        real = isinstance(self.lr, (int, float, np.integer, np.floating))
+        if not real or isinstance(self.lr, bool) or not math.isfinite(self.lr) or self.lr <= 0:
+            raise ValueError(f"--lr must be a positive finite number, got {self.lr!r}")
         if self.loss not in ("bootstrapped", "ce"):
             raise ValueError(f"--loss must be 'bootstrapped' or 'ce', got {self.loss!r}")
         if self.schedule not in ("cosine", "poly", "step", "none"):
@@ -123,7 +130,16 @@ def resize_scores(scores, H, W):
 
 
 def predict_scores(model, images, device="cpu"):
-    """Class scores (N, K, H, W) of a batch of images (N, 3, H, W) float32 in [0, 1]."""
+    """Class scores (N, K, H, W) of a batch of images (N, 3, H, W) float32 in [0, 1], by a model in
+    eval mode (in training mode batch norm would use the batch's statistics, and move its running
+    ones)."""
+    if getattr(model, "training", False):
+        raise ValueError("predict_scores: the model is in training mode, where batch norm uses the "
+                         "batch's own statistics and updates its running ones: call model.eval()")
+    images = unwrap(images)
+    if images.dtype.kind != "f":
+        raise TypeError(f"predict_scores: images must be floats in [0, 1], got {images.dtype}: "
+                        f"divide 8-bit images by 255")
     with no_grad():
         x = tensor(to_device(images.astype(np.float32), device))
         return model(x).data
@@ -141,6 +157,7 @@ def evaluate_model(model, dataset, device="cpu", limit=None, batch_size=1):
     _check_batch_size(batch_size)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 frame (or None for all), got {limit}")
+    was_training = model.training
     model.eval()
     evaluator = CityscapesEvaluator()
     count = len(dataset) if limit is None else min(limit, len(dataset))
@@ -155,7 +172,7 @@ def evaluate_model(model, dataset, device="cpu", limit=None, batch_size=1):
             full = resize_scores(row[None], *gt.shape)
             train_ids = as_numpy(full.argmax(axis=1)[0])
             evaluator.add(TRAIN2ID[train_ids], gt, inst, name=frame.name)
-    model.train()
+    model.train(was_training)  # as it came: a model given in eval mode stays in it
     return evaluator.results()
 
 
@@ -298,8 +315,8 @@ class Trainer:
 
     def _check_image_size(self):
         """The downsampled images must fit the model (sides positive multiples of its deepest
-        pooling); if not, name the --downsample factors that do, before any image is downsampled
-        or any training done."""
+        pooling, and two values per channel there for batch norm); if not, name the --downsample
+        factors (or the batch size) that do, before any image is downsampled or any training done."""
         full_height, full_width = read_image(self.train_set.frames[0].image_path).shape[:2]
         height, width = full_height // self.config.downsample, full_width // self.config.downsample
         factor = self.model.factor
@@ -308,6 +325,11 @@ class Trainer:
             return side >= factor and side % factor == 0
 
         if fits(height) and fits(width):
+            if self.config.batch_size * (height // factor) * (width // factor) < 2:
+                raise ValueError(f"a batch of {self.config.batch_size} {height}x{width} image leaves "
+                                 f"one value per channel at {self.model.name}'s deepest pooling "
+                                 f"(1/{factor}), where batch norm needs two: use --batch-size 2 "
+                                 f"or more, or a smaller --downsample")
             return
         fitting = [d for d in range(1, 33) if fits(full_height // d) and fits(full_width // d)]
         advice = (f"use --downsample {', '.join(map(str, fitting[:-1]))} or {fitting[-1]}"
@@ -339,7 +361,21 @@ class Trainer:
                 "schedule": self.schedule.state_dict() if self.schedule else None,
                 "config": dataclasses.asdict(self.config)}
 
+    def _check_weights_finite(self):
+        """Refuse to go on from weights that are no longer finite: a step whose loss was finite can
+        still leave NaN or inf in them (an overflowing gradient), and a checkpoint of them would be
+        offered as the run's last good state."""
+        for name, value in [*self.model.named_parameters(), *self.model.named_buffers()]:
+            xp = get_array_module(value.data)
+            if not bool(xp.isfinite(value.data).all()):
+                kept = (f"the last good checkpoint is {self.out / 'last.npz'}; "
+                        if (self.out / "last.npz").exists() else "")
+                raise TrainingDiverged(f"the weights became NaN or infinite by step {self.step} "
+                                       f"({name}): stopped without saving them; {kept}start a new "
+                                       f"run (another --out) with a lower --lr")
+
     def save(self, name="last.npz"):
+        self._check_weights_finite()
         return save_checkpoint(self.out / name, self.model.state_dict(),
                                self.optimizer.state_dict(), self._meta())
 
@@ -519,6 +555,7 @@ class Trainer:
         return summary
 
     def _validate_and_save(self):
+        self._check_weights_finite()
         miou = self.validate()
         self.history["val_steps"].append(self.step)
         self.history["val_ious"].append(miou)
