@@ -113,3 +113,19 @@ def test_a_parameter_listed_twice_is_updated_once():
     p.grad = np.ones(2, np.float32)
     opt.step()
     np.testing.assert_allclose(p.data, [-0.5, -0.5])
+
+
+@pytest.mark.parametrize("make,error,message", [
+    (lambda m: Adam(m), TypeError, "Adam: params must be an iterable of Parameters, got Conv2d: "
+                                   "pass model.parameters()"),
+    (lambda m: SGD(m.parameters, lr=0.1), TypeError, "pass model.parameters()"),
+    (lambda m: Adam([np.ones(3)]), TypeError, "must be Parameters .* got a ndarray"),
+    (lambda m: Adam(m.parameters(), lr=None), ValueError, "learning rate must be a positive finite"),
+    (lambda m: Adam(m.parameters(), lr=float("nan")), ValueError, "learning rate must be a positive"),
+    (lambda m: Adam(m.parameters(), betas=(1.0, 0.999)), ValueError, "beta1 must be in \\(0, 1\\)"),
+    (lambda m: Adam(m.parameters(), betas=0.9), ValueError, "betas must be a pair"),
+    (lambda m: Adam(m.parameters(), eps=0), ValueError, "eps must be a positive"),
+    (lambda m: StepLR(Adam(m.parameters()), 45_000), TypeError, "write \\(45000,\\)")])
+def test_optimizers_and_schedules_refuse_what_they_cannot_use(make, error, message):
+    with pytest.raises(error, match=message):
+        make(mf.nn.Conv2d(2, 2, 1))

@@ -19,14 +19,30 @@ from ..backend import as_numpy, get_array_module
 __all__ = ["Optimizer", "SGD", "Adam", "StepLR", "PolyLR", "CosineLR"]
 
 
+def _check_positive_number(owner, name, value, below_one=False):
+    """A finite real number > 0 (and < 1 where ``below_one``), or a one-line ValueError naming it."""
+    real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not real or not math.isfinite(value) or value <= 0 or (below_one and value >= 1):
+        bounds = "in (0, 1)" if below_one else "a positive finite number"
+        raise ValueError(f"{owner}: {name} must be {bounds}, got {value!r}")
+
+
 class Optimizer:
     def __init__(self, params, lr):
+        owner = type(self).__name__
+        if hasattr(params, "parameters") or callable(params):
+            raise TypeError(f"{owner}: params must be an iterable of Parameters, got "
+                            f"{type(params).__name__}: pass model.parameters()")
         # each parameter once, in order: one listed twice (a shared layer) would be updated twice
         self.params = list({id(p): p for p in params}.values())
         if not self.params:
-            raise ValueError("optimizer got an empty parameter list")
-        if lr <= 0:
-            raise ValueError(f"learning rate must be positive, got {lr}")
+            raise ValueError(f"{owner}: got an empty parameter list")
+        from ..autograd import Tensor
+        stray = next((p for p in self.params if not isinstance(p, Tensor)), None)
+        if stray is not None:
+            raise TypeError(f"{owner}: params must be Parameters (model.parameters()), got a "
+                            f"{type(stray).__name__}")
+        _check_positive_number(owner, "learning rate", lr)
         self.lr = float(lr)
         self.steps = 0
 
@@ -103,6 +119,12 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(params, lr)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"Adam: betas must be a pair (beta1, beta2), got {betas!r}")
+        # β = 1 would divide by 1 − β^t = 0 in the bias correction
+        for name, beta in zip(("beta1", "beta2"), betas):
+            _check_positive_number("Adam", name, beta, below_one=True)
+        _check_positive_number("Adam", "eps", eps)
         self.beta1, self.beta2 = betas
         self.eps = eps
         self.m = [None] * len(self.params)
@@ -157,6 +179,9 @@ class StepLR(_Schedule):
 
     def __init__(self, optimizer, milestones=(45_000,), factor=0.1):
         super().__init__(optimizer)
+        if isinstance(milestones, (int, np.integer)):
+            raise TypeError(f"StepLR: milestones must be a list of steps, got {milestones!r}: "
+                            f"write ({milestones},)")
         self.milestones, self.factor = sorted(milestones), factor
 
     def lr_at(self, step):
