@@ -185,7 +185,7 @@ def test_bad_input_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match="aachen_000000_000019_gtFine_labelIds.png.*channel"):
         Cityscapes(tmp_path)[0]
     Image.fromarray(np.full((8, 8), 40, np.uint8)).save(label)
-    with pytest.raises(ValueError, match="label id 40"):
+    with pytest.raises(ValueError, match="label id 40, outside 0..33: .* not trainIds"):
         Cityscapes(tmp_path)[0]
     label.write_bytes(b"not a png at all")
     with pytest.raises(ValueError, match="not a readable image"):
@@ -256,3 +256,26 @@ def test_ensure_synthetic_generates_once(tmp_path):
     stamp = (root / "COMPLETE.json").stat().st_mtime_ns
     assert synth.ensure_synthetic(tmp_path / "s", n_train=2, n_val=1, height=16, width=32) == root
     assert (root / "COMPLETE.json").stat().st_mtime_ns == stamp
+
+
+def test_prediction_writers_refuse_maps_they_would_misread(tmp_path):
+    from minifrrn.data import write_overlay
+    from minifrrn.data.predictions import train_to_label_ids
+    with pytest.raises(ValueError, match="one \\(H, W\\) map, got shape \\(1, 8, 8\\)"):
+        write_prediction(tmp_path / "p.png", np.zeros((1, 8, 8), int))
+    with pytest.raises(ValueError, match="image is 8x8 but the prediction is 4x4: resize"):
+        write_overlay(tmp_path / "o.png", np.zeros((8, 8, 3), np.uint8), np.zeros((4, 4), int))
+    with pytest.raises(ValueError, match="trainIds 0..18, got -1"):
+        train_to_label_ids(np.array([[-1, 5]]))
+    with pytest.raises(TypeError, match="integer trainIds, got float64"):
+        train_to_label_ids(np.array([[1.7]]))
+    assert not list(tmp_path.iterdir())
+
+
+def test_cityscapes_takes_numpy_integers_and_refuses_bools_and_negative_shifts(tmp_path):
+    root = synth.generate(tmp_path / "d", n_train=1, n_val=1, height=32, width=64, seed=3)
+    assert Cityscapes(root, downsample=np.int64(2))[0]["image"].shape == (3, 16, 32)
+    with pytest.raises(ValueError, match="downsample must be a positive integer, got True"):
+        Cityscapes(root, downsample=True)
+    with pytest.raises(ValueError, match="max_shift must be >= 0 pixels"):
+        Cityscapes(root, augment=True, max_shift=-5)

@@ -261,3 +261,21 @@ def test_predict_turns_a_photo_upright_by_its_exif_orientation(tmp_path, tiny_ch
     np.testing.assert_array_equal(read_image(tmp_path / "plain.png"), stored)
     predict_images(tiny_checkpoint, [tmp_path / "phone.png"], tmp_path / "o")
     assert Image.open(tmp_path / "o" / "phone_overlay.png").size == (4, 6)  # upright: 4 wide
+
+
+def test_predict_checks_every_image_before_it_predicts_the_first(tmp_path, tiny_checkpoint):
+    from minifrrn.training import predict_images
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+        tmp_path / "good.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "good.png").read_bytes()[:60])
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tmp_path / "dot.png")
+    with pytest.raises(ValueError, match="cut.png is not a readable image"):
+        predict_images(tiny_checkpoint, [tmp_path / "good.png", tmp_path / "cut.png"], tmp_path / "o")
+    halving = save_checkpoint(tmp_path / "half.npz", frrn_tiny(seed=0).state_dict(),
+                              meta={"model": "tiny", "num_classes": 19, "config": {"downsample": 2}})
+    with pytest.raises(ValueError, match="dot.png is 1x1: .* downsampled by 2"):
+        predict_images(halving, [tmp_path / "good.png", tmp_path / "dot.png"], tmp_path / "o")
+    assert not list((tmp_path / "o").iterdir())  # good.png was not predicted either time
+    # one image given as a string, not a list
+    assert predict_images(tiny_checkpoint, str(tmp_path / "good.png"), tmp_path / "o") == [
+        tmp_path / "o" / "good_labelIds.png"]

@@ -68,15 +68,29 @@ def require_instance_files(frames):
                                 f"next to every labelIds file, as gtFine_trainvaltest.zip provides")
 
 
-def _open(path):
+def _open(path, decode=True):
+    """The image at path, decoded (``decode``) or only checked: its header read and, for a PNG,
+    every chunk's checksum verified (a truncated or damaged file fails) without decompressing the
+    pixels. Any failure is one line naming the file."""
     try:
         image = Image.open(path)
-        image.load()
+        if decode:
+            image.load()
+        else:
+            size = image.size
+            image.verify()
+            return size
         return image
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"{path} is not a readable image ({error})") from None
+
+
+def image_size(path):
+    """(width, height) of the image at path, checked as far as reading it without decoding allows
+    (a cheap test of many files before long work on them)."""
+    return _open(path, decode=False)
 
 
 def read_image(path):
@@ -105,7 +119,9 @@ def read_label_ids(path):
     if ids.ndim != 2:
         raise ValueError(f"{path} has {ids.shape[-1]} channels: label ids must be single-channel")
     if ids.size and (ids.max() > 33 or ids.min() < 0):
-        raise ValueError(f"{path} holds label id {int(ids.max())}, outside 0..33")
+        raise ValueError(f"{path} holds label id {int(ids.max())}, outside 0..33: label files "
+                         f"hold label ids, not trainIds (void 255); map trainIds to label ids "
+                         f"with minifrrn.data.labels.TRAIN2ID, giving every pixel a class")
     return ids.astype(np.uint8)
 
 
@@ -164,8 +180,13 @@ class Cityscapes:
         if split == "test" and for_training:
             raise ValueError("split 'test' has no usable labels in Cityscapes (ids 0-3 only): train "
                              "and evaluate on 'train' and 'val'")
-        if not isinstance(downsample, int) or downsample < 1:
+        whole = isinstance(downsample, (int, np.integer)) and not isinstance(downsample, bool)
+        if not whole or downsample < 1:
             raise ValueError(f"downsample must be a positive integer, got {downsample!r}")
+        if max_shift is not None and max_shift < 0:
+            raise ValueError(f"max_shift must be >= 0 pixels (or None for the default), got "
+                             f"{max_shift}")
+        downsample = int(downsample)
         self.root, self.split, self.downsample = Path(root), split, downsample
         self.augment, self.gamma, self.seed = augment, gamma, seed
         self.max_shift = (30 if downsample >= 4 else 40) if max_shift is None else max_shift

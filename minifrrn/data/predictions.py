@@ -16,14 +16,27 @@ __all__ = ["write_prediction", "write_overlay", "train_to_label_ids", "colorize"
 def train_to_label_ids(train_ids):
     """trainIds 0..18 -> label ids (never trainIds, never 255, which the official script rejects)."""
     train_ids = as_numpy(train_ids)
+    if train_ids.dtype.kind not in "iu":
+        raise TypeError(f"predictions must be integer trainIds, got {train_ids.dtype}: take the "
+                        f"argmax of the scores over classes")
     if train_ids.size and (train_ids.min() < 0 or train_ids.max() >= NUM_CLASSES):
-        raise ValueError(f"predictions must be trainIds 0..{NUM_CLASSES - 1}, got values up to "
-                         f"{int(train_ids.max())}")
+        bad = int(train_ids.min()) if train_ids.min() < 0 else int(train_ids.max())
+        raise ValueError(f"predictions must be trainIds 0..{NUM_CLASSES - 1}, got {bad}")
     return TRAIN2ID[train_ids.astype(np.int64)]
+
+
+def _check_map(train_ids, what):
+    """A single (H, W) map, or a one-line error naming the shape (a batch's map is (N, H, W))."""
+    shape = tuple(as_numpy(train_ids).shape)
+    if len(shape) != 2:
+        raise ValueError(f"{what}: train_ids must be one (H, W) map, got shape {shape}: take one "
+                         f"image's map from a batch (train_ids[i])")
+    return shape
 
 
 def write_prediction(path, train_ids):
     """Save a (H, W) trainId map as a mode-L PNG of label ids."""
+    _check_map(train_ids, "write_prediction")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(train_to_label_ids(train_ids), "L").save(path)
 
@@ -48,7 +61,11 @@ def as_rgb(image):
 
 def overlay(image, train_ids, alpha=0.5):
     """The image blended with the label colours: (1 − alpha)·image + alpha·colour, uint8."""
-    return (as_rgb(image) * (1 - alpha) + colorize(train_ids) * alpha + 0.5).astype(np.uint8)
+    size, rgb = _check_map(train_ids, "overlay"), as_rgb(image)
+    if rgb.shape[:2] != size:
+        raise ValueError(f"overlay: the image is {rgb.shape[0]}x{rgb.shape[1]} but the prediction "
+                         f"is {size[0]}x{size[1]}: resize the prediction to the image's size")
+    return (rgb * (1 - alpha) + colorize(train_ids) * alpha + 0.5).astype(np.uint8)
 
 
 def write_overlay(path, image, train_ids, alpha=0.5):

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 
 from ..backend import as_numpy, check_device
-from ..data.cityscapes import downsample_image, read_image
+from ..data.cityscapes import downsample_image, image_size, read_image
 from ..data.predictions import write_overlay, write_prediction
+from .checkpoint import load_checkpoint
 from .trainer import load_model, predict_scores, resize_scores
 
 __all__ = ["predict_images"]
@@ -19,6 +20,8 @@ def predict_images(checkpoint, images, out, device="cpu"):
     a multiple of the model's pooling factor, and the class scores are cropped and resized back to the
     image's own size (bilinear) before the argmax. Returns the written label-id paths."""
     check_device(device)
+    if isinstance(images, (str, Path)):  # one image: a string would be read letter by letter
+        images = [images]
     paths = [Path(p) for p in images]
     for p in paths:
         if p.is_dir():
@@ -39,8 +42,17 @@ def predict_images(checkpoint, images, out, device="cpu"):
     except OSError as error:
         raise PermissionError(f"output folder {out} cannot be made ({error.strerror}): choose "
                               f"another with --out") from None
-    model, meta = load_model(checkpoint, device)
+    # every image is checked (readable, large enough) before the model is loaded and the first
+    # one predicted: a bad one late in a long list should not cost the work before it
+    _, _, meta = load_checkpoint(checkpoint, arrays=False)
     factor = meta.get("config", {}).get("downsample", 1)
+    for path in paths:
+        width, height = image_size(path)
+        if min(width, height) < factor:
+            raise ValueError(f"image {path} is {width}x{height}: the model sees images downsampled "
+                             f"by {factor}, which leaves it no pixels; use images of at least "
+                             f"{factor} px on each side")
+    model, meta = load_model(checkpoint, device)
     written = []
     for path in paths:
         rgb = read_image(path)
