@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .autograd import unwrap
 from .backend import as_numpy, get_array_module
 from .data.labels import AVG_CLASS_SIZE, ID_TO_LABEL, LABELS, NUM_CLASSES
 
@@ -212,13 +213,28 @@ class ConfusionMatrix:
         self.matrix = np.zeros((num_classes, num_classes), np.int64)
 
     def add(self, prediction, target):
+        prediction, target = unwrap(prediction), unwrap(target)
         xp = get_array_module(prediction, target)
+        prediction, target = xp.asarray(prediction), xp.asarray(target)
+        if prediction.shape != target.shape:
+            raise ValueError(f"prediction has shape {tuple(prediction.shape)} but target has "
+                             f"{tuple(target.shape)}: pass trainId maps of one size (the argmax "
+                             f"of the scores over classes, scores.argmax(axis=1))")
+        for name, array in (("prediction", prediction), ("target", target)):
+            if array.dtype.kind not in "iu":
+                raise TypeError(f"{name} must hold integer trainIds, got {array.dtype}: take "
+                                f"scores.argmax(axis=1) for predictions")
         pred = prediction.astype(xp.int64).ravel()
         tgt = target.astype(xp.int64).ravel()
-        if pred.shape != tgt.shape:
-            raise ValueError(f"prediction has {pred.size} pixels but target has {tgt.size}")
         valid = tgt != self.ignore_index
         k = self.num_classes
+        # an id outside 0..k−1 would land in another cell of the flattened matrix, or past it
+        for name, ids in (("prediction", pred[valid]), ("target", tgt[valid])):
+            if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= k):
+                bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
+                raise ValueError(f"{name} holds {bad}, outside the trainIds 0..{k - 1} (void is "
+                                 f"{self.ignore_index} in the target only): map label ids to "
+                                 f"trainIds first")
         counts = xp.bincount(tgt[valid] * k + pred[valid], minlength=k * k)
         self.matrix += as_numpy(counts[:k * k]).reshape(k, k)
 

@@ -4,6 +4,7 @@ import re
 import numpy as np
 import pytest
 
+import minifrrn as mf
 from minifrrn.data.labels import AVG_CLASS_SIZE
 from minifrrn.metrics import CityscapesEvaluator, ConfusionMatrix, format_table
 
@@ -167,3 +168,23 @@ def test_an_instance_id_of_no_instance_class_is_named(iid, what):
     inst[:2, :2] = iid
     with pytest.raises(ValueError, match=rf"instance id {iid} \(frame f\) names {re.escape(what)}"):
         CityscapesEvaluator().add(gt, gt, inst, name="f")
+
+
+@pytest.mark.parametrize("prediction,target,error,message", [
+    (np.full((4, 4), 19), np.zeros((4, 4), int), ValueError, "prediction holds 19, outside"),
+    (np.zeros((4, 4), int), np.full((4, 4), 19), ValueError, "target holds 19, outside"),
+    (np.full((4, 4), -1), np.zeros((4, 4), int), ValueError, "prediction holds -1"),
+    (np.zeros((4, 6), int), np.zeros((6, 4), int), ValueError, "shape \\(4, 6\\) but target has"),
+    (np.zeros((4, 4)), np.zeros((4, 4), int), TypeError, "integer trainIds, got float64")])
+def test_confusion_matrix_refuses_ids_it_would_miscount(prediction, target, error, message):
+    # 19 predicted for class 0 used to land in the cell (1, 0): counted, silently, as another class
+    matrix = ConfusionMatrix()
+    with pytest.raises(error, match=message):
+        matrix.add(prediction, target)
+    assert matrix.matrix.sum() == 0
+
+
+def test_confusion_matrix_counts_void_targets_out_and_takes_lists_and_tensors():
+    matrix = ConfusionMatrix()
+    matrix.add([[0, 1], [2, 18]], mf.tensor(np.array([[0, 1], [255, 18]])))
+    assert matrix.matrix.sum() == 3 and matrix.matrix[18, 18] == matrix.matrix[1, 1] == 1
