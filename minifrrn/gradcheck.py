@@ -96,6 +96,9 @@ def gradcheck(fn, inputs, params=(), *, mode: str = "elementwise", eps: float = 
     """
     if mode not in ("elementwise", "directional"):
         raise ValueError(f"gradcheck: mode must be 'elementwise' or 'directional', got {mode!r}")
+    if not isinstance(inputs, (list, tuple)):
+        raise TypeError(f"gradcheck: inputs must be a list with one array or tensor per argument "
+                        f"of fn, got a {type(inputs).__name__}: pass [x]")
     rng = np.random.default_rng(seed)
 
     # --- cast everything to float64 ------------------------------------------------------------------
@@ -135,8 +138,17 @@ def gradcheck(fn, inputs, params=(), *, mode: str = "elementwise", eps: float = 
             outs = result if isinstance(result, tuple) else (result,)
             return [o for o in outs if isinstance(o, Tensor)]
 
+        if not checked:
+            raise ValueError("gradcheck: nothing to check: no floating-point input or parameter "
+                             "(integer inputs are passed through as labels)")
+
         # --- analytic: backward of φ = Σ_k <out_k, g_k> ---------------------------------------------
-        outputs = as_outputs(fn(*input_tensors))
+        result = fn(*input_tensors)
+        outputs = as_outputs(result)
+        if not outputs:
+            # an array computed from x.data has no graph: a check of it would pass on nothing
+            raise TypeError(f"gradcheck: fn returned a {type(result).__name__}, not a Tensor (or a "
+                            f"tuple holding Tensors): build the output with minifrrn ops")
         restore_buffers()
         upstream = []
         for out in outputs:

@@ -110,3 +110,25 @@ def test_number_to_the_power_of_a_tensor_needs_a_positive_base(base):
     with pytest.raises(ValueError, match="positive base"):
         base ** mf.tensor(rnd(3, seed=12))
 
+
+
+def test_operands_that_do_not_broadcast_are_named_with_their_shapes():
+    x = mf.tensor(np.ones((2, 3, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="add: shapes \\(2, 3, 8, 8\\) and \\(4, 8, 8\\) do not "
+                                         "broadcast"):
+        x + mf.tensor(np.ones((4, 8, 8), np.float32))
+
+
+def test_concat_refuses_an_axis_out_of_range_and_a_lone_tensor():
+    a = mf.tensor(rnd(3, 3, seed=14))
+    with pytest.raises(ValueError, match="axis 5 is out of range for inputs of 2 axes"):
+        F.concat([a, a], axis=5)
+    with pytest.raises(TypeError, match="got one tensor: pass \\[a, b\\]"):
+        F.concat(a)
+    assert F.concat([a, a], axis=-1).shape == (3, 6)
+
+
+def test_conv2d_names_the_bias_when_its_dtype_differs():
+    x, W = (mf.tensor(np.ones(s, np.float32)) for s in ((1, 2, 3, 3), (2, 2, 1, 1)))
+    with pytest.raises(TypeError, match="the bias is float64 but the weights are float32"):
+        F.conv2d(x, W, mf.tensor(np.ones(2)))

@@ -86,3 +86,15 @@ def test_integer_inputs_pass_through_unchecked():
     labels = np.array([0, 2, 1])
     report = mf.gradcheck(lambda x, idx: x[np.arange(3), idx.data], [x_data(seed=8), labels])
     assert report.ok and report.checked == 9
+
+
+def test_gradcheck_refuses_to_pass_when_there_is_nothing_to_check():
+    x = np.random.default_rng(5).standard_normal(3)
+    with pytest.raises(TypeError, match="fn returned a ndarray, not a Tensor"):
+        mf.gradcheck(lambda x: np.exp(x.data), [x])  # a graph-less result: nothing was checked
+    with pytest.raises(TypeError, match="fn returned a NoneType"):
+        mf.gradcheck(lambda x: None, [x])
+    with pytest.raises(TypeError, match="inputs must be a list .* pass \\[x\\]"):
+        mf.gradcheck(mf.functional.exp, x)
+    with pytest.raises(ValueError, match="nothing to check"):
+        mf.gradcheck(lambda labels: mf.tensor(np.ones(2)) * 2, [np.arange(3)])

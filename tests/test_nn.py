@@ -147,3 +147,9 @@ def test_a_slice_of_a_sequential_is_a_sequential_of_the_same_modules():
     assert head.parameters()[0] is second.weight
     x = mf.tensor(np.random.default_rng(13).standard_normal((1, 2, 3, 3)).astype(np.float32))
     np.testing.assert_array_equal(head(x).data, second(first(x)).data)
+
+
+def test_a_sequential_refuses_what_is_not_a_module():
+    import minifrrn.functional as F
+    with pytest.raises(TypeError, match="Sequential: item 1 is a function, not a Module"):
+        nn.Sequential(nn.Conv2d(3, 4, 3), F.relu)

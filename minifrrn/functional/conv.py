@@ -551,9 +551,12 @@ def conv2d(x, W, b=None, stride=1, pad=0):
     for name, arr in (("x", xd), ("W", Wd)) + ((("b", _data(b)),) if b is not None else ()):
         if arr.dtype not in _FLOATS:
             raise TypeError(f"conv2d: {name} must be float32 or float64, got {arr.dtype}")
-    if xd.dtype != Wd.dtype or (b is not None and _data(b).dtype != Wd.dtype):
+    if xd.dtype != Wd.dtype:
         raise TypeError(f"conv2d: x is {xd.dtype} but the weights are {Wd.dtype}: cast the input "
                         f"(x.astype(...)) or the model (model.astype(...)) so they match")
+    if b is not None and _data(b).dtype != Wd.dtype:
+        raise TypeError(f"conv2d: the bias is {_data(b).dtype} but the weights are {Wd.dtype}: "
+                        f"cast the bias (b.astype(...)) so they match")
     if b is not None and tuple(_data(b).shape) != (Wd.shape[0],):
         raise ValueError(f"conv2d: b must have shape ({Wd.shape[0]},), got {tuple(_data(b).shape)}")
     if min(stride) < 1 or min(pad) < 0:

@@ -6,16 +6,25 @@ to each input's shape (``broadcasts = True``), so the formulas below are written
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..autograd import Function, Tensor, check_number_fits
 from ..backend import get_array_module
 
 __all__ = ["add", "sub", "mul", "div", "neg", "pow", "exp", "log", "relu", "sum", "mean"]
 
 
-def _same_float_dtype(name, a, b):
+def _check_operands(name, a, b):
+    """Refuse operands of different float dtypes, or of shapes that do not broadcast, naming both."""
     if a.dtype != b.dtype and (a.dtype.kind == "f" or b.dtype.kind == "f"):
         raise TypeError(f"{name}: operands have dtypes {a.dtype} and {b.dtype}; cast one with "
                         f".astype(...) so both match (minifrrn never promotes silently)")
+    try:
+        np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"{name}: shapes {tuple(a.shape)} and {tuple(b.shape)} do not broadcast "
+                         f"(each axis, counted from the last, must match or be 1): reshape one "
+                         f"operand") from None
 
 
 class Add(Function):
@@ -24,7 +33,7 @@ class Add(Function):
     broadcasts = True
 
     def forward(self, x, y):
-        _same_float_dtype("add", x, y)
+        _check_operands("add", x, y)
         return x + y
 
     def backward(self, gy):
@@ -37,7 +46,7 @@ class Sub(Function):
     broadcasts = True
 
     def forward(self, x, y):
-        _same_float_dtype("sub", x, y)
+        _check_operands("sub", x, y)
         return x - y
 
     def backward(self, gy):
@@ -50,7 +59,7 @@ class Mul(Function):
     broadcasts = True
 
     def forward(self, x, y):
-        _same_float_dtype("mul", x, y)
+        _check_operands("mul", x, y)
         # each gradient needs the *other* operand: keep only what will be used
         self.x = x if self.needs_input_grad[1] else None
         self.y = y if self.needs_input_grad[0] else None
@@ -68,7 +77,7 @@ class Div(Function):
     broadcasts = True
 
     def forward(self, x, y):
-        _same_float_dtype("div", x, y)
+        _check_operands("div", x, y)
         self.x, self.y = x, y
         return x / y
 

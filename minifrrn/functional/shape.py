@@ -58,6 +58,9 @@ class Concat(Function):
         if not xs:
             raise ValueError("concat: needs at least one input")
         ref = xs[0]
+        if ref.ndim == 0 or not -ref.ndim <= self.axis < ref.ndim:
+            raise ValueError(f"concat: axis {self.axis} is out of range for inputs of "
+                             f"{ref.ndim} axes (shape {tuple(ref.shape)})")
         axis = self.axis % ref.ndim
         for i, x in enumerate(xs):
             if x.ndim != ref.ndim or any(x.shape[d] != ref.shape[d] for d in range(ref.ndim) if d != axis):
@@ -141,6 +144,9 @@ def transpose(x, axes=None):
 
 def concat(xs, axis=0):
     """Join a sequence of tensors along ``axis``."""
+    if isinstance(xs, Tensor) or hasattr(xs, "ndim"):
+        # iterating one tensor or array would join its rows
+        raise TypeError("concat: xs must be a list of tensors, got one tensor: pass [a, b]")
     return Concat(axis)(*xs)
 
 

@@ -122,6 +122,10 @@ class Sequential(Module):
     def __init__(self, *modules):
         super().__init__()
         for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                # an attribute that is not a Module is not registered: forward would skip it
+                raise TypeError(f"Sequential: item {i} is a {type(m).__name__}, not a Module: wrap "
+                                f"a function in a layer (e.g. nn.ReLU() for F.relu)")
             setattr(self, str(i), m)
 
     def __iter__(self):
