@@ -279,3 +279,11 @@ def test_cityscapes_takes_numpy_integers_and_refuses_bools_and_negative_shifts(t
         Cityscapes(root, downsample=True)
     with pytest.raises(ValueError, match="max_shift must be >= 0 pixels"):
         Cityscapes(root, augment=True, max_shift=-5)
+
+
+def test_an_image_too_large_to_decode_safely_is_a_one_line_error(tmp_path, monkeypatch):
+    from minifrrn.data import read_image
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 4096 pixels: over twice the limit
+    with pytest.raises(ValueError, match="big.png is not a readable image \\(Image size"):
+        read_image(tmp_path / "big.png")
