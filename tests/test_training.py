@@ -249,7 +249,8 @@ def test_weights_that_became_nan_under_a_finite_loss_are_never_saved(data_root, 
     ("lr", float("inf"), "--lr must be a positive finite number"),
     ("batch_size", 2.0, "--batch-size must be a whole number, got 2.0"),
     ("steps", None, "--steps must be a whole number, got None"),
-    ("cache_mb", True, "--cache-mb must be a whole number")])
+    ("cache_mb", True, "--cache-mb must be a whole number"),
+    ("seed", -1, "--seed must be >= 0, got -1")])
 def test_settings_that_are_not_numbers_of_the_right_kind_are_refused_up_front(
         data_root, tmp_path, field, value, message):
     with pytest.raises((TypeError, ValueError), match=message):
@@ -408,6 +409,11 @@ def test_resume_refuses_fewer_steps_than_done_and_lets_checkpointing_change(data
     assert "is at step 2, past --steps 1" in capsys.readouterr().err
     assert main(["train", "--resume", "--out", str(out), "--steps", "3", "--checkpointing",
                  "--quiet", "--no-final-eval"]) == 0
+    assert json.loads((out / "config.json").read_text())["checkpointing"] is True
+    # and off again: a flag that could only be given on was copied from the run for good
+    assert main(["train", "--resume", "--out", str(out), "--steps", "4", "--no-checkpointing",
+                 "--quiet", "--no-final-eval"]) == 0
+    assert json.loads((out / "config.json").read_text())["checkpointing"] is False
 
 
 def test_a_cut_log_line_does_not_block_resuming(data_root, tmp_path):
@@ -485,3 +491,11 @@ def test_a_batch_leaving_batch_norm_one_value_per_channel_is_refused_up_front(tm
     with pytest.raises(ValueError, match="batch of 1 at 8x8 leaves one value per channel"):
         model(mf.tensor(np.zeros((1, 3, 8, 8), np.float32)))
     assert model.eval()(mf.tensor(np.zeros((1, 3, 8, 8), np.float32))).shape == (1, 19, 8, 8)
+
+
+def test_a_resumed_run_logs_one_final_evaluation(data_root, tmp_path):
+    Trainer(config(data_root, tmp_path / "fe", steps=2, final_eval=True)).run()
+    Trainer(config(data_root, tmp_path / "fe", steps=4, final_eval=True, resume=True)).run()
+    records = [json.loads(line) for line in (tmp_path / "fe" / "log.jsonl").read_text().splitlines()]
+    finals = [r["step"] for r in records if "averageScoreClasses" in r]
+    assert finals == [4]  # the step-2 evaluation of the run as it was is gone

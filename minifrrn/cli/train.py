@@ -10,6 +10,7 @@ memory (FRRN A at 256×512, batch 1: 55 ms, 2.8 GiB). If that does not fit, add 
 (recomputes every FRRU in backward: 27.3 GiB, 0.90 s), lower --batch-size, or train at
 --downsample 4.
 """
+import argparse
 import sys
 
 from ..metrics import format_averages
@@ -55,8 +56,9 @@ def add_arguments(parser):
                         help="MB of decoded, downsampled frames kept in memory per split, so that "
                              "later epochs skip PNG decoding (default 256; Cityscapes' train split "
                              "takes about 1.5 GB at x4, 6 GB at x2; 0: none)")
-    parser.add_argument("--checkpointing", action="store_true", default=None,
-                        help="gradient checkpointing: recompute FRRUs in backward to save memory")
+    parser.add_argument("--checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                        help="gradient checkpointing: recompute FRRUs in backward to save memory "
+                             "(off by default; --no-checkpointing turns it off on a --resume)")
     parser.add_argument("--out", default=None, help="run folder (default runs/<time>-<model>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from <out>/last.npz (default: the newest run under runs/) "

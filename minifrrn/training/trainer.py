@@ -78,7 +78,7 @@ class TrainConfig:
         if self.val_frames is not None and self.val_frames < 1:
             raise ValueError(f"--val-frames must be >= 1 (or left out for every val frame), got "
                              f"{self.val_frames}")
-        for name in ("max_shift", "num_workers", "cache_mb"):
+        for name in ("max_shift", "num_workers", "cache_mb", "seed"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
@@ -420,7 +420,8 @@ class Trainer:
         self._truncate_log()
 
     def _truncate_log(self):
-        """Drop the log records of steps after the checkpoint: the resumed run logs them again."""
+        """Drop the log records of steps after the checkpoint, and the final evaluation of a run
+        that had ended: the resumed run logs them again (the evaluation at its own end)."""
         log = self.out / "log.jsonl"
         if log.exists():
             kept = []
@@ -429,7 +430,7 @@ class Trainer:
                     record = json.loads(line)
                 except ValueError:  # a line cut short by a crash while it was written
                     continue
-                if record.get("step", 0) <= self.step:
+                if record.get("step", 0) <= self.step and "averageScoreClasses" not in record:
                     kept.append(line)
             log.write_text("".join(line + "\n" for line in kept))
 
