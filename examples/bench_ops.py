@@ -2,19 +2,20 @@
 matrix multiplications it cannot avoid.
 
 An im2col convolution's forward and backward are three GEMMs (W·cols, gy·colsᵀ, Wᵀ·gy) plus the data
-movement around them (im2col, col2im, reshapes). ``minifrrn.bench.conv_gemm_floor`` times those three
-GEMMs alone on operands of the same shapes, in the same run, so the ratio ``conv time / floor`` says
-how much the rest costs, whatever the machine: 1.0 would be perfect. (On the CPU, stride-1
-convolutions build cols one cache-sized band of output rows at a time, so that it is never written to
-memory whole; the floor stays the im2col GEMMs on whole operands.) ``minifrrn bench``
-prints the same measure for every op and the whole model; this script is the few lines to adapt
-when you want your own shapes.
+movement around them (im2col, col2im, reshapes). ``minifrrn.bench.conv_gemm_step`` runs those three
+GEMMs alone on operands of the same shapes, timed in turn with the convolution, so the ratio
+``conv time / floor`` says how much the rest costs, whatever the machine: 1.0 would be perfect.
+(On the CPU, stride-1 convolutions build cols one cache-sized band of output rows at a time, so
+that it is never written to memory whole; the floor stays the im2col GEMMs on whole operands.)
+``minifrrn bench`` prints the same measure for every op and the whole model; this script is the few
+lines to adapt when you want your own shapes.
 
     python examples/bench_ops.py                         # FRRN A's shapes at 256x512, CPU: ~1 min
     python examples/bench_ops.py --device gpu --repeats 20
     python examples/bench_ops.py --scale 8 --repeats 1   # 1/8 of the channels and sides: seconds
 
-Timings are medians after one warm-up call; on the GPU each one is bracketed by CUDA events.
+Timings are medians after one warm-up call, the convolution and its GEMMs timed in turn; on the GPU
+each one is bracketed by CUDA events.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import numpy as np
 import minifrrn as mf
 import minifrrn.functional as F
 from minifrrn.backend import GPUUnavailableError, check_device, cupy_or_none, to_device
-from minifrrn.bench import Context, conv_gemm_floor, median_time
+from minifrrn.bench import Context, conv_gemm_step, median_times
 
 # (label, N, C, OC, H, W, k): convolutions FRRN A runs on one 256x512 image
 FRRN_A_CONVS = [
@@ -37,8 +38,8 @@ FRRN_A_CONVS = [
 ]
 
 
-def time_conv(N, C, OC, H, W, k, repeats, device):
-    """Median seconds of conv2d forward + backward (gradients for x and W) at one shape."""
+def conv_step(N, C, OC, H, W, k, device):
+    """One conv2d forward + backward (gradients for x and W) at one shape, as a callable."""
     rng = np.random.default_rng(0)
     x = mf.tensor(to_device(rng.standard_normal((N, C, H, W), dtype=np.float32), device),
                   requires_grad=True)
@@ -52,7 +53,7 @@ def time_conv(N, C, OC, H, W, k, repeats, device):
         weight.zero_grad()
         F.conv2d(x, weight, pad=(k - 1) // 2).backward(upstream)
 
-    return median_time(step, device, repeats)
+    return step
 
 
 def build_parser():
@@ -76,14 +77,18 @@ def main(argv=None):
     except (ValueError, GPUUnavailableError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     xp = cupy_or_none() if args.device == "gpu" else np
-    # conv_gemm_floor reads the device, the repeat count and the array module from a bench Context
+    # conv_gemm_step reads the device and the array module from a bench Context
     context = Context(args.device, args.repeats, xp)
     s = args.scale
     rows = []
     for label, N, C, OC, H, W, k in FRRN_A_CONVS:
-        C, OC, H, W = max(1, C // s), max(1, OC // s), H // s, W // s
-        conv_s = time_conv(N, C, OC, H, W, k, args.repeats, args.device)
-        floor_s, flops = conv_gemm_floor(context, N, C, OC, H, W, k)
+        # the stem's 3 input channels are the image's: they do not scale
+        C, OC, H, W = (C if C == 3 else max(1, C // s)), max(1, OC // s), H // s, W // s
+        gemms, flops = conv_gemm_step(context, N, C, OC, H, W, k)
+        # the convolution and its floor timed in turn (conv, GEMMs, conv, ...), so that a slow
+        # stretch of the machine falls on both and their ratio stays fair
+        conv_s, floor_s = median_times([conv_step(N, C, OC, H, W, k, args.device), gemms],
+                                       args.device, args.repeats)
         rows.append({"conv": label, "shape": f"{N}x{C}->{OC} {H}x{W} k{k}", "ms": conv_s * 1e3,
                      "floor_ms": floor_s * 1e3, "ratio": conv_s / floor_s,
                      "gflops": flops / conv_s / 1e9})

@@ -52,6 +52,9 @@ def find_images(folder):
     """The photos of ``folder``, sorted; two photos with one stem would overwrite each other's
     outputs, so that is an error."""
     folder = Path(folder)
+    if folder.is_file():
+        raise NotADirectoryError(f"--images takes a folder, and {folder} is a file: pass its folder "
+                                 f"(or predict single images with minifrrn predict)")
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist")
     images = sorted(p for p in folder.iterdir()
@@ -100,8 +103,9 @@ def main(argv=None):
                                 out / f"{stem}_overlay.png")
                 written.append(colour_path)
                 print(f"{colour_path}: {largest_classes(label_ids)}")
-    except (ValueError, FileNotFoundError, PermissionError, GPUUnavailableError) as error:
-        # errors the user can fix (a missing folder, a corrupt checkpoint, no GPU): one line
+    except (ValueError, OSError, GPUUnavailableError) as error:
+        # errors the user can fix (a missing folder, a folder given as the checkpoint, an --out
+        # that is a file, a corrupt checkpoint, no GPU): one line
         parser.exit(2, f"{parser.prog}: error: {str(error).splitlines()[0]}\n")
     print(f"wrote {len(written)} colour map{'' if len(written) == 1 else 's'} to {out}")
     return written

@@ -38,6 +38,7 @@ from minifrrn.training import TrainConfig, Trainer, TrainingDiverged
 
 # The paper's per-model choices. "tiny" is minifrrn's CPU-sized FRRN, here only to smoke-test the
 # script: it has no published recipe, so it keeps the trainer's defaults for resolution and shifts.
+# A shift is in pixels at the network's resolution: it holds at the recipe's downsampling only.
 RECIPES = {
     "frrn_a": {"downsample": 4, "max_shift": 30, "cache_mb": 2048},   # 256x512
     "frrn_b": {"downsample": 2, "max_shift": 40, "cache_mb": 256},    # 512x1024
@@ -58,7 +59,7 @@ def build_parser():
                         help="optimiser updates (the learning rate drops x0.1 after 45,000)")
     parser.add_argument("--out", default=None, help="run folder (default runs/<time>-<model>)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/last.npz")
-    parser.add_argument("--checkpointing", action="store_true",
+    parser.add_argument("--checkpointing", action=argparse.BooleanOptionalAction, default=False,
                         help="gradient checkpointing: recompute FRRUs in backward to save memory")
     # The paper's values are the defaults; these flags exist to fit smaller GPUs and quick tests.
     parser.add_argument("--batch-size", type=int, default=3)
@@ -82,15 +83,17 @@ def build_parser():
 
 def make_config(args) -> TrainConfig:
     recipe = RECIPES[args.model]
+    # the paper's shift at the paper's resolution; at another --downsample the trainer's default,
+    # which scales with the width (30 px at 512 wide, 40 px at 1024)
+    downsample = recipe["downsample"] if args.downsample is None else args.downsample
+    max_shift = recipe["max_shift"] if downsample == recipe["downsample"] else None
     return TrainConfig(
         data=args.data, model=args.model, device=args.device, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr,
         # "step" is the paper's schedule: x0.1 once, after `milestone` updates
         schedule="step", milestone=45_000,
         loss="bootstrapped",
-        downsample=recipe["downsample"] if args.downsample is None else args.downsample,
-        # the paper's shifts, stated here rather than left to the trainer's width-based default
-        max_shift=recipe["max_shift"],
+        downsample=downsample, max_shift=max_shift,
         val_every=args.val_every, val_frames=args.val_frames, num_workers=args.num_workers,
         cache_mb=recipe["cache_mb"] if args.cache_mb is None else args.cache_mb,
         checkpointing=args.checkpointing, out=args.out, resume=args.resume, seed=args.seed)
@@ -118,12 +121,13 @@ def main(argv=None):
           f"{config.steps:,} updates")
     try:
         summary = trainer.run()
-    except TrainingDiverged as error:
-        fail(error)
+    except (TrainingDiverged, ValueError, OSError, GPUUnavailableError) as error:
+        fail(error)  # e.g. an unreadable frame met in the first epoch
     except KeyboardInterrupt:
-        # the trainer finished the step in progress and saved last.npz before stopping
-        parser.exit(130, f"{parser.prog}: interrupted; continue with the same arguments plus "
-                         f"--resume --out {trainer.out}\n")
+        # a first Ctrl-C finishes the step in progress and saves last.npz; a second stops at once,
+        # and the run resumes from its last checkpoint
+        parser.exit(130, f"{parser.prog}: interrupted; continue from the last checkpoint with the "
+                         f"same arguments plus --resume --out {trainer.out}\n")
     print(f"done: {summary['step']} steps, best validation mIoU {summary['best_miou']:.3f} "
           f"(training resolution); run folder {summary['out']}")
     official = summary.get("official")

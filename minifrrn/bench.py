@@ -38,7 +38,8 @@ from . import functional as F
 from .autograd import is_grad_enabled, tensor
 from .backend import check_device, cupy_or_none, get_array_module
 
-__all__ = ["Row", "Context", "run_benchmarks", "format_rows", "conv_gemm_floor", "median_time",
+__all__ = ["Row", "Context", "run_benchmarks", "format_rows", "conv_gemm_floor", "conv_gemm_step",
+           "median_time",
            "median_times", "timed_runs", "spread_pct", "load_json", "format_comparison"]
 
 
@@ -155,8 +156,14 @@ def _measure_machine(ctx, tiny):
 def conv_gemm_floor(ctx, N, C, OC, H, W, k, stride=1, input_grad=True):
     """Median time of the GEMMs of an im2col conv forward+backward on same-sized operands: three,
     or two when no gradient flows to the input (Wᵀ·gy is then never computed)."""
-    gemms, flops = _conv_gemms(ctx, N, C, OC, H, W, k, stride, input_grad)
+    gemms, flops = conv_gemm_step(ctx, N, C, OC, H, W, k, stride, input_grad)
     return _timer(ctx, gemms), flops
+
+
+def conv_gemm_step(ctx, N, C, OC, H, W, k, stride=1, input_grad=True):
+    """(gemms, flops): the GEMMs that ``conv_gemm_floor`` times, as one callable, to be timed in
+    turn with the convolution (``median_times``) as ``minifrrn bench`` does."""
+    return _conv_gemms(ctx, N, C, OC, H, W, k, stride, input_grad)
 
 
 def _output_size(H, W, k, stride):

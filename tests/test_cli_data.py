@@ -102,7 +102,8 @@ def test_eval_refuses_frames_without_instance_ids_before_any_work(tmp_path, caps
 
 
 def test_eval_scores_the_folder_predict_writes(tmp_path, capsys):
-    # predict writes <stem>_labelIds.png and <stem>_overlay.png: eval reads the former only
+    # predict writes <stem>_labelIds.png and <stem>_overlay.png, examples/predict_folder.py also
+    # <stem>_color.png: eval reads the label ids only
     root = tmp_path / "data"
     main(["synth", "--out", str(root), "--train", "1", "--val", "2", "--height", "16", "--width", "32"])
     preds = tmp_path / "preds"
@@ -111,6 +112,7 @@ def test_eval_scores_the_folder_predict_writes(tmp_path, capsys):
         stem = label.name[:-len("_gtFine_labelIds.png")]
         shutil.copy(label, preds / f"{stem}_labelIds.png")
         Image.new("RGB", (32, 16), (255, 0, 0)).save(preds / f"{stem}_overlay.png")
+        Image.new("RGB", (32, 16), (0, 255, 0)).save(preds / f"{stem}_color.png")
     capsys.readouterr()
     assert main(["eval", "--predictions", str(preds), "--data", str(root)]) == 0
     assert "IoU class 1.000" in capsys.readouterr().out

@@ -71,6 +71,27 @@ def test_train_example_uses_the_papers_recipe():
     c = train.make_config(parser.parse_args(["--data", "root", "--model", "frrn_b", "--cache-mb",
                                              "7000"]))
     assert c.cache_mb == 7000
+    # a shift is in pixels at network resolution: the paper's holds at the paper's downsampling
+    # only, elsewhere the trainer's width-based default (None) applies
+    d = train.make_config(parser.parse_args(["--data", "root", "--model", "frrn_b",
+                                             "--downsample", "4"]))
+    assert (d.downsample, d.max_shift) == (4, None)
+    assert train.make_config(parser.parse_args(["--data", "root", "--model", "frrn_b",
+                                                "--downsample", "2"])).max_shift == 40
+
+
+def test_train_example_reports_a_bad_frame_met_in_training_in_one_line(tmp_path, capsys):
+    train = load_example("train_cityscapes_gpu")
+    root = write_tiny_cityscapes(tmp_path / "cityscapes")
+    frames = sorted((root / "leftImg8bit" / "train").rglob("*.png"))
+    frames[-1].write_bytes(frames[-1].read_bytes()[:100])  # read only when its batch comes
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--data", str(root), "--model", "tiny", "--device", "cpu", "--downsample", "1",
+                    "--batch-size", "2", "--steps", "6", "--val-every", "6", "--num-workers", "0",
+                    "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1
+    assert "is not a readable image" in err
 
 
 def test_train_example_trains_checkpoints_and_resumes(tmp_path, capsys):
@@ -151,6 +172,23 @@ def test_predict_example_rejects_a_folder_without_images(tmp_path, tiny_checkpoi
     assert_one_line_error(capsys, lambda: predict.main([
         "--checkpoint", str(tiny_checkpoint), "--images", str(tmp_path / "empty"),
         "--out", str(tmp_path / "out")]), "no .png/.jpg images")
+
+
+def test_predict_example_gives_one_line_for_paths_of_the_wrong_kind(tmp_path, tiny_checkpoint,
+                                                                    capsys):
+    predict = load_example("predict_folder")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(photos / "a.png")
+    (tmp_path / "afile").write_text("")
+    for argv, fragment in (
+            (["--checkpoint", str(tmp_path), "--images", str(photos), "--out", str(tmp_path / "o")],
+             "is a folder"),
+            (["--checkpoint", str(tiny_checkpoint), "--images", str(photos / "a.png"),
+              "--out", str(tmp_path / "o")], "--images takes a folder"),
+            (["--checkpoint", str(tiny_checkpoint), "--images", str(photos),
+              "--out", str(tmp_path / "afile")], "afile")):
+        assert_one_line_error(capsys, lambda: predict.main(argv), fragment)
 
 
 # --- custom_frru.py -----------------------------------------------------------------------------

@@ -9,8 +9,8 @@ def add_arguments(parser):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a training checkpoint (.npz) to predict with")
     source.add_argument("--predictions", help="a folder of label-id PNGs named <city>_<seq>_<frame>* "
-                                              "(as minifrrn predict writes; its *_overlay.png "
-                                              "files are skipped)")
+                                              "(as minifrrn predict writes; *_overlay.png and "
+                                              "*_color.png pictures are skipped)")
     parser.add_argument("--data", required=True, help="Cityscapes-format dataset root")
     parser.add_argument("--split", default="val")
     parser.add_argument("--json", help="also write the results as JSON to this file")
@@ -31,8 +31,10 @@ def evaluate_folder(predictions, data, split="val"):
     by_frame = {}
     names = {f.name for f in frames}
     for path in sorted(folder.rglob("*.png")):
-        if path.name.endswith("_overlay.png"):
-            continue  # the colour overlays `minifrrn predict` writes beside its label-id PNGs
+        if path.name.endswith(("_overlay.png", "_color.png")):
+            # the colour pictures `minifrrn predict` (overlays) and examples/predict_folder.py
+            # (colour maps) write beside the label-id PNGs
+            continue
         stem = "_".join(path.name.split("_")[:3])
         if stem in names:
             if stem in by_frame:
