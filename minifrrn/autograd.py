@@ -270,6 +270,8 @@ class Tensor:
             grad = xp.ones_like(self.data)
         elif isinstance(grad, Tensor):
             grad = grad.data
+        elif not hasattr(grad, "shape"):  # a number or a list: as an array of this tensor's dtype
+            grad = xp.asarray(grad, dtype=self.dtype)
         _check_gradient(grad, self._node, "upstream gradient given to backward()")
         _run_backward(self._node, grad)
 

@@ -71,9 +71,10 @@ class CityscapesEvaluator:
         where = f" (frame {name})" if name else ""
         pred = as_numpy(prediction)
         gt = as_numpy(gt_label_ids)
-        if pred.ndim != 2:
-            raise ValueError(f"prediction{where} must be a single-channel (H, W) map of label ids, "
-                             f"got shape {pred.shape}")
+        for what, array in (("prediction", pred), ("ground truth", gt)):
+            if array.ndim != 2:
+                raise ValueError(f"{what}{where} must be a single-channel (H, W) map of label ids, "
+                                 f"got shape {array.shape}")
         if pred.shape != gt.shape:
             raise ValueError(f"prediction{where} is {pred.shape[1]}x{pred.shape[0]} but the ground "
                              f"truth is {gt.shape[1]}x{gt.shape[0]}: predict at full resolution")
@@ -83,7 +84,8 @@ class CityscapesEvaluator:
             raise ValueError(f"prediction{where} holds id {int(pred.max())}: predictions must be "
                              f"label ids 0..33 (map trainIds with TRAIN2ID, never write 255)")
         if gt.size and (gt.min() < 0 or gt.max() >= NUM_IDS):
-            raise ValueError(f"ground truth{where} holds unknown label id {int(gt.max())}")
+            raise ValueError(f"ground truth{where} holds unknown label id {int(gt.max())}: "
+                             f"give the *_gtFine_labelIds.png maps, not trainIds (void 255)")
         self.confusion += np.bincount((gt * NUM_IDS + pred).ravel(),
                                       minlength=NUM_IDS * NUM_IDS).reshape(NUM_IDS, NUM_IDS).astype(
                                           np.uint64)

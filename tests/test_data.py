@@ -287,3 +287,9 @@ def test_an_image_too_large_to_decode_safely_is_a_one_line_error(tmp_path, monke
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 4096 pixels: over twice the limit
     with pytest.raises(ValueError, match="big.png is not a readable image \\(Image size"):
         read_image(tmp_path / "big.png")
+
+
+def test_collate_of_no_samples_says_so():
+    from minifrrn.data.loader import collate
+    with pytest.raises(ValueError, match="collate: no samples"):
+        collate([])

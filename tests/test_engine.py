@@ -233,3 +233,9 @@ def test_a_number_beyond_an_integer_dtype_is_a_type_error():
     for number in (300, -1):
         with pytest.raises(TypeError, match="which uint8 cannot hold"):
             u + number
+
+
+def test_backward_takes_a_number_as_the_upstream_gradient_of_a_scalar():
+    x = mf.tensor(np.array([1.5, -2.0]), requires_grad=True)
+    (x * x).sum().backward(2.0)
+    np.testing.assert_array_equal(x.grad, [6.0, -8.0])

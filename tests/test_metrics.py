@@ -188,3 +188,12 @@ def test_confusion_matrix_counts_void_targets_out_and_takes_lists_and_tensors():
     matrix = ConfusionMatrix()
     matrix.add([[0, 1], [2, 18]], mf.tensor(np.array([[0, 1], [255, 18]])))
     assert matrix.matrix.sum() == 3 and matrix.matrix[18, 18] == matrix.matrix[1, 1] == 1
+
+
+def test_evaluator_names_a_ground_truth_of_the_wrong_kind():
+    evaluator = CityscapesEvaluator()
+    with pytest.raises(ValueError, match="ground truth must be a single-channel .* \\(4, 4, 3\\)"):
+        evaluator.add(np.full((4, 4), ROAD), np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="unknown label id 255: give the .*labelIds.png maps, not "
+                                         "trainIds"):
+        evaluator.add(np.full((4, 4), ROAD), np.full((4, 4), 255))

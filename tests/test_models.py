@@ -93,3 +93,11 @@ def test_he_uniform_bounds():
 def test_the_size_error_suggests_sizes_that_work(size, advice):
     with pytest.raises(ValueError, match=advice):
         frrn_tiny()(mf.tensor(np.zeros((1, 3) + size, np.float32)))
+
+
+def test_frrn_refuses_a_spec_it_cannot_build_naming_the_argument():
+    from minifrrn.models import FRRN
+    with pytest.raises(ValueError, match="frrn_tiny: num_classes must be an integer >= 2, got 0"):
+        mf.models.frrn_tiny(num_classes=0)
+    with pytest.raises(ValueError, match="encoder and decoder need at least one stage each"):
+        FRRN(decoder=[])

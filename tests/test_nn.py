@@ -153,3 +153,8 @@ def test_a_sequential_refuses_what_is_not_a_module():
     import minifrrn.functional as F
     with pytest.raises(TypeError, match="Sequential: item 1 is a function, not a Module"):
         nn.Sequential(nn.Conv2d(3, 4, 3), F.relu)
+
+
+def test_a_module_casts_only_to_the_ops_dtypes():
+    with pytest.raises(TypeError, match="float32 or float64, got float16"):
+        nn.Conv2d(2, 2, 1).astype(np.float16)

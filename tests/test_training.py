@@ -499,3 +499,8 @@ def test_a_resumed_run_logs_one_final_evaluation(data_root, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "fe" / "log.jsonl").read_text().splitlines()]
     finals = [r["step"] for r in records if "averageScoreClasses" in r]
     assert finals == [4]  # the step-2 evaluation of the run as it was is gone
+
+
+def test_a_checkpoint_into_a_missing_folder_names_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="folder .*nowhere does not exist; create it first"):
+        save_checkpoint(tmp_path / "nowhere" / "c.npz", {"w": np.ones(2, np.float32)})

@@ -15,6 +15,8 @@ __all__ = ["DataLoader", "collate"]
 
 def collate(samples):
     """One batch from samples of one size; samples of different sizes are named."""
+    if not samples:
+        raise ValueError("collate: no samples to make a batch of")
     first = samples[0]
     other = next((s for s in samples if s["image"].shape != first["image"].shape), None)
     if other is not None:

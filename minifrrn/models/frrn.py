@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import functional as F
 from ..autograd import recompute, unwrap
 from ..nn import Conv2d, Module, Sequential, init
@@ -40,6 +42,12 @@ class FRRN(Module):
                  head_channels=48, stem_units=3, head_units=3, in_channels=3, checkpoint=False,
                  name="frrn"):
         super().__init__()
+        whole = isinstance(num_classes, (int, np.integer)) and not isinstance(num_classes, bool)
+        if not whole or num_classes < 2:
+            raise ValueError(f"{name}: num_classes must be an integer >= 2, got {num_classes!r}")
+        if not encoder or not decoder:
+            raise ValueError(f"{name}: encoder and decoder need at least one stage each, got "
+                             f"{len(encoder)} and {len(decoder)}")
         if decoder[-1][2] != 2:
             raise ValueError("FRRN: the last decoder stage must work at scale 2 (the head upsamples "
                              f"by 2 to full resolution), got {decoder[-1]}")

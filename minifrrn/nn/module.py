@@ -136,7 +136,10 @@ class Module:
         return params[0].device if params else "cpu"
 
     def astype(self, dtype):
-        """Cast every floating parameter and buffer to ``dtype`` in place. Returns self."""
+        """Cast every floating parameter and buffer to ``dtype`` (float32 or float64: the ops'
+        dtypes) in place. Returns self."""
+        if np.dtype(dtype) not in (np.float32, np.float64):
+            raise TypeError(f"astype: the ops run in float32 or float64, got {np.dtype(dtype)}")
         for t in self.parameters() + self.buffers():
             if t.dtype.kind == "f":
                 t.data = t.data.astype(dtype)

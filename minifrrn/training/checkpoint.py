@@ -26,6 +26,9 @@ def save_checkpoint(path, model_state, optimizer_state=None, meta=None):
     """Write ``path`` atomically. ``model_state``/``optimizer_state`` map names to arrays (or
     scalars for the optimiser); ``meta`` is a JSON-serialisable dict."""
     path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write checkpoint {path}: folder {path.parent} does not "
+                                f"exist; create it first")
     arrays = {f"model/{k}": as_numpy(v) for k, v in model_state.items()}
     scalars = {}
     for k, v in (optimizer_state or {}).items():
