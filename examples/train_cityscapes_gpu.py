@@ -83,7 +83,7 @@ def build_parser():
 
 def make_config(args) -> TrainConfig:
     recipe = RECIPES[args.model]
-    # the paper's shift at the paper's resolution; at another --downsample the trainer's default,
+    # the paper's shift at the paper's resolution; at another --downsample the data set's default,
     # which scales with the width (30 px at 512 wide, 40 px at 1024)
     downsample = recipe["downsample"] if args.downsample is None else args.downsample
     max_shift = recipe["max_shift"] if downsample == recipe["downsample"] else None

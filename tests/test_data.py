@@ -293,3 +293,12 @@ def test_collate_of_no_samples_says_so():
     from minifrrn.data.loader import collate
     with pytest.raises(ValueError, match="collate: no samples"):
         collate([])
+
+
+def test_the_default_translation_range_follows_the_downsampled_width(tmp_path):
+    from minifrrn.data.augment import default_max_shift
+    root = synth.generate(tmp_path / "d", n_train=1, n_val=1, height=64, width=128, seed=4)
+    # FRRN's 30 px at 512 wide, in proportion below: not 40 px on a 64-pixel-wide image
+    assert Cityscapes(root, downsample=1, augment=True).max_shift == default_max_shift(128) == 8
+    assert Cityscapes(root, downsample=2, augment=True).max_shift == default_max_shift(64) == 4
+    assert Cityscapes(root, downsample=2, augment=True, max_shift=0).max_shift == 0

@@ -72,7 +72,7 @@ def test_train_example_uses_the_papers_recipe():
                                              "7000"]))
     assert c.cache_mb == 7000
     # a shift is in pixels at network resolution: the paper's holds at the paper's downsampling
-    # only, elsewhere the trainer's width-based default (None) applies
+    # only, elsewhere the data set's width-based default (None) applies
     d = train.make_config(parser.parse_args(["--data", "root", "--model", "frrn_b",
                                              "--downsample", "4"]))
     assert (d.downsample, d.max_shift) == (4, None)

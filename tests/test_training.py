@@ -259,7 +259,7 @@ def test_settings_that_are_not_numbers_of_the_right_kind_are_refused_up_front(
 
 
 def test_default_translation_range_follows_the_paper():
-    from minifrrn.training.trainer import default_max_shift
+    from minifrrn.data.augment import default_max_shift
     assert default_max_shift(1024) == 40      # FRRN B at 512x1024
     assert default_max_shift(512) == 30       # FRRN A at 256x512
     assert default_max_shift(128) == 8        # synthetic scenes at 64x128: the same fraction as A

@@ -7,7 +7,19 @@ import numpy as np
 
 from .labels import VOID
 
-__all__ = ["translate", "random_translate", "gamma_from", "random_gamma"]
+__all__ = ["translate", "random_translate", "gamma_from", "random_gamma", "default_max_shift"]
+
+
+def default_max_shift(width):
+    """FRRN's translation range at network resolution: ±40 px for B at 1024 wide, ±30 px for A at
+    512 wide, straight between the two, 40 px wider still, and the same fraction of the width as
+    A's (30/512) below 512. Never falls as the width grows (the fraction alone would give 60 px
+    just below 1024 wide, then 40)."""
+    if width >= 1024:
+        return 40
+    if width > 512:
+        return round(30 + 10 * (width - 512) / 512)
+    return max(1, round(30 * width / 512))
 
 
 def translate(image, target, dy, dx):

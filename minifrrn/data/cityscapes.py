@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .augment import random_gamma, random_translate
+from .augment import default_max_shift, random_gamma, random_translate
 from .labels import ID2TRAIN, VOID
 
 __all__ = ["Cityscapes", "Frame", "find_frames", "require_instance_files", "read_image",
@@ -164,9 +164,10 @@ class Cityscapes:
         root: dataset folder with ``leftImg8bit/`` and ``gtFine/``.
         split: ``train``, ``val`` (``test`` is refused for training: its labels are empty).
         downsample: integer factor (FRRN A trains at 4, B at 2).
-        augment: random translation by up to ``max_shift`` pixels (default: 30 at ×4 and coarser,
-            40 at ×2 and finer; ``Trainer`` sets it from the width instead, ``default_max_shift``)
-            with reflection-padded images and void-filled labels, and random gamma.
+        augment: random translation by up to ``max_shift`` pixels of the downsampled images
+            (default: FRRN's range for their width, ``default_max_shift``: 30 px at FRRN A's 512,
+            40 at B's 1024, 8 at 128) with reflection-padded images and void-filled labels, and
+            random gamma.
         seed: augmentation is a pure function of (seed, epoch, index).
         cache_mb: decoded, downsampled frames (uint8 image and trainIds) are kept in memory up to
             this many MB, so that later epochs skip the PNG decoding and the downsampling, nearly
@@ -189,8 +190,10 @@ class Cityscapes:
         downsample = int(downsample)
         self.root, self.split, self.downsample = Path(root), split, downsample
         self.augment, self.gamma, self.seed = augment, gamma, seed
-        self.max_shift = (30 if downsample >= 4 else 40) if max_shift is None else max_shift
         self.frames = find_frames(root, split)
+        if max_shift is None:  # the width from the first image's header, no decoding
+            max_shift = default_max_shift(image_size(self.frames[0].image_path)[0] // downsample)
+        self.max_shift = max_shift
         if cache_mb < 0:
             raise ValueError(f"cache_mb must be >= 0, got {cache_mb}")
         self._cache, self._cache_left = {}, int(cache_mb * 2 ** 20)

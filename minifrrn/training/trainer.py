@@ -95,18 +95,6 @@ class TrainConfig:
                                     f"--data synthetic")
 
 
-def default_max_shift(width):
-    """FRRN's translation range at network resolution: ±40 px for B at 1024 wide, ±30 px for A at
-    512 wide, straight between the two, 40 px wider still, and the same fraction of the width as
-    A's (30/512) below 512. Never falls as the width grows (the fraction alone would give 60 px
-    just below 1024 wide, then 40)."""
-    if width >= 1024:
-        return 40
-    if width > 512:
-        return round(30 + 10 * (width - 512) / 512)
-    return max(1, round(30 * width / 512))
-
-
 def resize_scores(scores, H, W):
     """Bilinear resize of class scores (N, K, h, w) to (N, K, H, W) (half-pixel centres), on the
     scores' device; used to bring predictions to the ground truth's resolution before the argmax."""
@@ -292,8 +280,6 @@ class Trainer:
                                   cache_mb=config.cache_mb)
         self.model = build_model(config.model, seed=config.seed, checkpoint=config.checkpointing)
         self._check_image_size()
-        if config.max_shift is None:
-            self.train_set.max_shift = default_max_shift(self.train_set[0]["image"].shape[2])
         self.model.to(config.device)
         self.optimizer = Adam(self.model.parameters(), lr=config.lr)
         if config.schedule == "cosine":
