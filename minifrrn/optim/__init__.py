@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from ..autograd import Tensor
 from ..backend import as_numpy, get_array_module
 
 __all__ = ["Optimizer", "SGD", "Adam", "StepLR", "PolyLR", "CosineLR"]
@@ -37,7 +38,6 @@ class Optimizer:
         self.params = list({id(p): p for p in params}.values())
         if not self.params:
             raise ValueError(f"{owner}: got an empty parameter list")
-        from ..autograd import Tensor
         stray = next((p for p in self.params if not isinstance(p, Tensor)), None)
         if stray is not None:
             raise TypeError(f"{owner}: params must be Parameters (model.parameters()), got a "
