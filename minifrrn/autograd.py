@@ -17,10 +17,16 @@ the raw arrays and, when some input requires a gradient, records the call in a g
   plain depth-first recursion gets wrong.
 * ``backward`` walks the graph with a heap, never recursing, so arbitrarily deep chains work.
 
-Gradients of leaf tensors *accumulate*: calling ``backward`` twice adds the two gradients, exactly as in
+Gradients of leaf tensors *accumulate*: calling ``backward`` twice adds the two gradients, as in
 PyTorch. Clear them between optimisation steps (``tensor.zero_grad()`` or ``optimizer.zero_grad()``).
-Gradients of intermediate tensors are freed as soon as they have been passed on, unless the tensor
-asked for ``retain_grad()``.
+Unlike PyTorch, a graph is not freed by its backward: calling ``backward`` again on the same result
+runs it again and adds its gradients a second time. Gradients of intermediate tensors are freed as
+soon as they have been passed on, unless the tensor asked for ``retain_grad()``.
+
+Functions keep references to the arrays their backward needs, not copies, and there is no version
+count: changing a tensor's ``.data`` in place between a forward and its backward (an optimiser step,
+``load_state_dict``, ``t.data[...] = ...``) silently changes the gradients that backward computes.
+Run the backward first, as a training step does.
 
 One engine-level check guards every backward: the gradient a function returns for an input must have
 that input's shape, dtype and device. Broadcasting is undone in one place only: for functions that
@@ -248,8 +254,12 @@ class Tensor:
         return self
 
     def astype(self, dtype) -> "Tensor":
-        """A new leaf tensor with the data cast to ``dtype`` (same ``requires_grad``)."""
-        return Tensor(self.data.astype(dtype), requires_grad=self.requires_grad, name=self.name)
+        """The data cast to ``dtype``. To a floating dtype the cast is an op of the graph (its
+        gradient is cast back), so ``x.astype(np.float64)`` keeps ``x``'s gradients flowing; to an
+        integer or bool dtype the result is a constant, which carries no gradient."""
+        if np.dtype(dtype).kind == "f":
+            return _F().cast(self, dtype)
+        return Tensor(self.data.astype(dtype), name=self.name)
 
     # --- backward ---------------------------------------------------------------------------------
     def backward(self, grad=None):
@@ -409,7 +419,7 @@ def as_tensor(x, like=None) -> Tensor:
     dtype and device (so ``x * 2`` keeps ``x``'s dtype)."""
     if isinstance(x, Tensor):
         return x
-    if isinstance(x, (int, float, bool)) and like is not None:
+    if isinstance(x, (int, float, bool, np.number, np.bool_)) and like is not None:
         check_number_fits(like.dtype, x)
         return Tensor(get_array_module(like.data).asarray(x, dtype=like.dtype))
     if isinstance(x, (np.ndarray, np.generic)) or is_gpu_array(x):
@@ -504,7 +514,7 @@ def _run_backward(root: _Node, root_grad):
     tie = itertools.count()
 
     if root.creator is None:
-        root.grad = root_grad.copy() if root.grad is None else root.grad + root_grad
+        root.grad = _array(root_grad).copy() if root.grad is None else _array(root.grad + root_grad)
         return
     heapq.heappush(heap, (-root.creator.generation, next(tie), root.creator))
     queued.add(root.creator)
@@ -515,7 +525,9 @@ def _run_backward(root: _Node, root_grad):
             node = ref()
             gradient = pending.pop(node, None) if node is not None else None
             if gradient is not None and node.retains_grad:
-                node.grad = gradient if node.grad is None else node.grad + gradient
+                # a copy: the array flows on, and may be the caller's or another tensor's too
+                node.grad = _array(gradient).copy() if node.grad is None else _array(node.grad +
+                                                                                     gradient)
             if gradient is None:
                 like = next(iter(pending.values()), root_grad)
                 xp = get_array_module(like)
@@ -549,12 +561,18 @@ def _run_backward(root: _Node, root_grad):
     for node, gradient in pending.items():
         if node.creator is None:
             if node.grad is not None:
-                node.grad = node.grad + gradient
+                node.grad = _array(node.grad + gradient)
                 continue
             if id(_base(gradient)) in handed:
                 gradient = gradient.copy()
             handed.add(id(_base(gradient)))
-            node.grad = gradient
+            node.grad = _array(gradient)
+
+
+def _array(gradient):
+    """An array, where NumPy's arithmetic on 0-d arrays returns a scalar (which cannot be
+    changed in place, as a gradient may be)."""
+    return np.asarray(gradient) if isinstance(gradient, np.generic) else gradient
 
 
 def _base(array):
@@ -620,10 +638,27 @@ def recompute(fn, *inputs):
     recomputed during backward, trading one extra forward of ``fn`` for memory.
 
     ``fn`` is a module (anything with ``parameters()``; its ``buffers()`` are restored after the
-    re-run) or a plain function of tensors. The result and all gradients equal those of ``fn(*inputs)``.
+    re-run, so batch-norm statistics move once) or a plain function of tensors. The result and all
+    gradients equal those of ``fn(*inputs)``, on three conditions:
+
+    * parameters are found through ``fn`` only: a plain function (a lambda) that calls a module
+      hides the module's parameters, which then get no gradient, and its buffers, which then move
+      twice; pass the module itself;
+    * ``fn`` computes the same thing when it runs again (no randomness of its own);
+    * tensors and arrays among ``inputs`` are the differentiable inputs; anything else (an int, a
+      slice, None) is passed to ``fn`` as it is, on both runs.
     """
     params = list(fn.parameters()) if hasattr(fn, "parameters") else []
     buffers = list(fn.buffers()) if hasattr(fn, "buffers") else []
     if not is_grad_enabled():
         return fn(*inputs)
-    return _Recompute(fn, params, buffers)(*inputs, *params)
+    at = [i for i, a in enumerate(inputs)
+          if isinstance(a, (Tensor, np.ndarray)) or is_gpu_array(a)]
+    def with_constants(*tensors):  # constants go to fn by closure, not through the graph
+        arguments = list(inputs)
+        for i, t in zip(at, tensors):
+            arguments[i] = t
+        return fn(*arguments)
+
+    run = fn if len(at) == len(inputs) else with_constants
+    return _Recompute(run, params, buffers)(*(inputs[i] for i in at), *params)

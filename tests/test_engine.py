@@ -239,3 +239,47 @@ def test_backward_takes_a_number_as_the_upstream_gradient_of_a_scalar():
     x = mf.tensor(np.array([1.5, -2.0]), requires_grad=True)
     (x * x).sum().backward(2.0)
     np.testing.assert_array_equal(x.grad, [6.0, -8.0])
+
+
+def test_astype_to_a_float_is_part_of_the_graph_and_to_an_integer_a_constant():
+    x = mf.tensor(np.array([1.5, -2.0], np.float32), requires_grad=True)
+    h = x * 3
+    (h.astype(np.float64) ** 2).sum().backward()  # the cast used to cut the graph: no gradient
+    assert x.grad.dtype == np.float32
+    np.testing.assert_allclose(x.grad, 18 * x.data)
+    wide = mf.tensor(np.array([0.5, 1.0]), requires_grad=True)  # float64 down to float32
+    (wide.astype(np.float32) * 3).sum().backward(np.float32(2))
+    assert wide.grad.dtype == np.float64
+    np.testing.assert_array_equal(wide.grad, [6.0, 6.0])
+    labels = x.astype(np.int64)
+    assert labels.dtype == np.int64 and not labels.requires_grad
+
+
+def test_a_retained_gradient_is_its_own_array():
+    x = mf.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    b = x + 0.0
+    b.retain_grad()
+    upstream = np.array([3.0, 4.0])
+    b.backward(upstream)
+    upstream[...] = 7
+    x.grad[...] = 99
+    np.testing.assert_array_equal(b.grad, [3.0, 4.0])
+
+
+def test_the_gradient_of_a_0d_leaf_is_an_array_that_can_be_changed_in_place():
+    x = mf.tensor(np.array(2.0, np.float32), requires_grad=True)
+    (x * x).backward()
+    assert isinstance(x.grad, np.ndarray) and x.grad.dtype == np.float32 and x.grad == 4
+    x.grad[...] = 0
+    (x * x).backward()
+    (x * x).backward()
+    assert isinstance(x.grad, np.ndarray) and x.grad == 8
+
+
+def test_numpy_numbers_work_as_python_numbers_do():
+    x = mf.tensor(np.array([[1.0, 2.0], [3.0, 4.0]], np.float32), requires_grad=True)
+    np.testing.assert_array_equal((x * np.int64(2)).data, (x * 2).data)
+    assert (x * np.int64(2)).dtype == np.float32
+    np.testing.assert_array_equal(x.sum(axis=np.int64(0)).data, [4.0, 6.0])
+    with pytest.raises(ValueError, match="names one axis twice"):
+        x.sum(axis=(0, 0))

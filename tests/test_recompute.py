@@ -63,3 +63,12 @@ def test_an_input_recompute_does_not_use_gets_a_zero_gradient():
     mf.recompute(lambda p, q: p * 2.0, a, b).sum().backward()
     np.testing.assert_array_equal(a.grad, [2.0, 2.0])
     np.testing.assert_array_equal(b.grad, [0.0, 0.0])
+
+
+def test_recompute_passes_arguments_that_are_not_tensors_through():
+    x = mf.tensor(np.random.default_rng(22).standard_normal(5), requires_grad=True)
+    y = mf.recompute(lambda t, k, pad: (t[:k] * t[:k]).sum() + pad, x, 3, 1.0)
+    y.backward()
+    expected = np.zeros(5)
+    expected[:3] = 2 * x.data[:3]
+    np.testing.assert_allclose(x.grad, expected)

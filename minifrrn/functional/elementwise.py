@@ -11,7 +11,7 @@ import numpy as np
 from ..autograd import Function, Tensor, check_number_fits
 from ..backend import get_array_module
 
-__all__ = ["add", "sub", "mul", "div", "neg", "pow", "exp", "log", "relu", "sum", "mean"]
+__all__ = ["add", "sub", "mul", "div", "neg", "pow", "cast", "exp", "log", "relu", "sum", "mean"]
 
 
 def _check_operands(name, a, b):
@@ -118,6 +118,20 @@ class Pow(Function):
         return gy * c * self.x ** (c - 1)
 
 
+class Cast(Function):
+    """out = x cast to another floating dtype;  returns gy cast back to x's dtype."""
+
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype)
+
+    def forward(self, x):
+        self.input_dtype = x.dtype
+        return x.astype(self.dtype)
+
+    def backward(self, gy):
+        return gy.astype(self.input_dtype)
+
+
 class Exp(Function):
     """out = exp(x);  returns gy * out."""
 
@@ -160,14 +174,16 @@ class ReLU(Function):
 def _normalise_axes(axis, ndim):
     if axis is None:
         return tuple(range(ndim))
-    if isinstance(axis, int):
+    if isinstance(axis, (int, np.integer)):
         axis = (axis,)
     out = []
     for a in axis:
         if not -ndim <= a < ndim:
             raise ValueError(f"axis {a} is out of range for an input with {ndim} dimensions")
-        out.append(a % ndim)
-    return tuple(sorted(set(out)))
+        out.append(int(a) % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"axis {tuple(axis)} names one axis twice")
+    return tuple(sorted(out))
 
 
 class Sum(Function):
@@ -249,6 +265,13 @@ def exp(x):
 def log(x):
     """Natural logarithm."""
     return Log()(x)
+
+
+def cast(x, dtype):
+    """x as float32 or float64, differentiable (the gradient is cast back)."""
+    if np.dtype(dtype).kind != "f":
+        raise TypeError(f"cast: a differentiable cast is to a floating dtype, got {np.dtype(dtype)}")
+    return Cast(dtype)(x)
 
 
 def relu(x):
