@@ -116,3 +116,37 @@ def test_over_channels_gives_every_thread_two_blocks_and_runs_small_work_in_one(
         seen = []
         cpu_parallel.over_channels(lambda c0, c1: seen.append((c0, c1)), big)
         assert sorted(seen) == expected
+
+
+def test_a_failed_share_is_raised_only_once_every_share_has_finished(force_parallel):
+    import threading
+    import time
+    released, written = threading.Event(), []
+
+    def work(start, stop):
+        if start == 0:
+            released.set()
+            raise ValueError("the first share failed")
+        released.wait(5)  # until the first share has failed: the caller must wait for this one
+        time.sleep(0.05)
+        written.append(start)
+
+    with pytest.raises(ValueError, match="first share"):
+        cpu_parallel.run_ranges(work, [(0, 1), (1, 2)], 2)
+    assert written == [1]  # the second share was done before the exception reached the caller
+
+
+def test_a_parallel_op_inside_a_parallel_op_runs_inline_instead_of_waiting_for_ever(force_parallel):
+    import threading
+    inner = []
+
+    def outer(start, stop):
+        cpu_parallel.run_ranges(lambda a, b: inner.append(threading.current_thread().name),
+                                cpu_parallel.ranges(4, 1), 4)
+
+    result = []
+    caller = threading.Thread(target=lambda: result.append(
+        cpu_parallel.run_ranges(outer, cpu_parallel.ranges(2, 1), 2)))
+    caller.start()
+    caller.join(10)
+    assert not caller.is_alive() and len(inner) == 8

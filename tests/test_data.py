@@ -302,3 +302,25 @@ def test_the_default_translation_range_follows_the_downsampled_width(tmp_path):
     assert Cityscapes(root, downsample=1, augment=True).max_shift == default_max_shift(128) == 8
     assert Cityscapes(root, downsample=2, augment=True).max_shift == default_max_shift(64) == 4
     assert Cityscapes(root, downsample=2, augment=True, max_shift=0).max_shift == 0
+
+
+def test_a_negative_index_is_the_same_frame_and_cache_entry(tmp_path):
+    root = synth.generate(tmp_path / "d", n_train=3, n_val=1, height=32, width=64, seed=5)
+    data = Cityscapes(root, augment=True)
+    last, again = data.load(-1, epoch=2), data.load(2, epoch=2)
+    np.testing.assert_array_equal(last["image"], again["image"])
+    assert last["name"] == again["name"] and list(data._cache) == [2]
+    with pytest.raises(IndexError, match="frame 3 of a split of 3 frames"):
+        data[3]
+
+
+def test_closing_a_loader_under_an_open_iterator_says_so(tmp_path):
+    root = synth.generate(tmp_path / "d", n_train=8, n_val=1, height=32, width=64, seed=6)
+    loader = DataLoader(Cityscapes(root), batch_size=1, num_workers=2, prefetch=1)
+    batches = loader.batches(0)
+    next(batches)
+    loader.close()
+    with pytest.raises(RuntimeError, match="DataLoader was closed while a batches\\(\\) iterator"):
+        list(batches)
+    assert len(list(loader.batches(0))) == 8  # and the loader works again afterwards
+    loader.close()

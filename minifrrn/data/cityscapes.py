@@ -229,6 +229,9 @@ class Cityscapes:
         return decoded
 
     def load(self, index, epoch=0):
+        if not -len(self.frames) <= index < len(self.frames):
+            raise IndexError(f"frame {index} of a split of {len(self.frames)} frames")
+        index = int(index) % len(self.frames)  # ds[-1] is ds[n − 1]: one cache entry, one seed
         image, target = self._decoded(index)
         target = target.copy()  # the caller's own, whatever the augmentation does
         image = image.astype(np.float32) / 255.0

@@ -6,7 +6,8 @@ threads give real parallelism here without the cost of processes.
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 
 import numpy as np
 
@@ -50,6 +51,7 @@ class DataLoader:
         self.num_workers, self.prefetch, self.seed = max(0, num_workers), max(1, prefetch), seed
         self.epoch = 0
         self._pool = None
+        self._pool_lock = threading.Lock()  # batches() may start on several threads at once
 
     def __len__(self):
         n = len(self.dataset)
@@ -79,16 +81,32 @@ class DataLoader:
             for chunk in chunks:
                 yield self._load_batch(chunk, epoch)
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="minifrrn-loader")
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.num_workers,
+                                                thread_name_prefix="minifrrn-loader")
+            pool = self._pool
         pending = []
+
+        def next_batch():
+            try:
+                return pending.pop(0).result()
+            except CancelledError:
+                raise RuntimeError("the DataLoader was closed while a batches() iterator was still "
+                                   "in use: finish or drop the iterator before close()") from None
+
         try:
             for chunk in chunks:
-                pending.append(self._pool.submit(self._load_batch, chunk, epoch))
+                try:
+                    pending.append(pool.submit(self._load_batch, chunk, epoch))
+                except RuntimeError:  # the pool was shut down by close()
+                    raise RuntimeError("the DataLoader was closed while a batches() iterator was "
+                                       "still in use: finish or drop the iterator before close()"
+                                       ) from None
                 if len(pending) > self.prefetch:
-                    yield pending.pop(0).result()
+                    yield next_batch()
             while pending:
-                yield pending.pop(0).result()
+                yield next_batch()
         finally:
             for future in pending:
                 future.cancel()
@@ -97,9 +115,10 @@ class DataLoader:
         return self.batches(self.epoch)
 
     def close(self):
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self):
         return self

@@ -16,7 +16,8 @@ Set ``MINIFRRN_CPU_THREADS`` to choose the number of threads (1 disables them).
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 
 MIN_PARALLEL_ELEMENTS = 1 << 20      # about 4 MB of float32: below this, one thread is faster
 # 2 MiB: a block the size of a core's L2 cache. Measured against 512 KiB on a 2-core Xeon (2 MiB
@@ -29,6 +30,7 @@ CACHE_BLOCK_BYTES = 1 << 21
 BLOCKS_PER_THREAD = 2
 
 _pool: list = []
+_worker = threading.local()  # .active on the pool's threads while they run a share
 _CORES = os.cpu_count() or 1  # asked once: every parallel op reads it, and the answer never changes
 
 
@@ -58,7 +60,10 @@ def run_ranges(work, pieces, elements):
     """Call ``work(start, stop)`` for every piece, on several threads when ``elements`` (the size of
     the whole job) is large enough to pay for them. Pieces must touch disjoint outputs."""
     threads = cpu_threads()
-    if threads == 1 or elements < MIN_PARALLEL_ELEMENTS or len(pieces) == 1:
+    # inline also on one of the pool's own threads: a share waiting for shares queued behind it
+    # would wait for ever
+    if (threads == 1 or elements < MIN_PARALLEL_ELEMENTS or len(pieces) == 1
+            or getattr(_worker, "active", False)):
         for start, stop in pieces:
             work(start, stop)
         return
@@ -66,11 +71,19 @@ def run_ranges(work, pieces, elements):
     shares = ranges(len(pieces), -(-len(pieces) // threads))
 
     def run_share(share):
-        for start, stop in pieces[share[0]:share[1]]:
-            work(start, stop)
+        _worker.active = True
+        try:
+            for start, stop in pieces[share[0]:share[1]]:
+                work(start, stop)
+        finally:
+            _worker.active = False
 
-    for future in [_executor(threads).submit(run_share, share) for share in shares]:
-        future.result()  # re-raises a worker's exception here
+    futures = [_executor(threads).submit(run_share, share) for share in shares]
+    # every share finishes before the caller goes on, even when one fails: an exception must not
+    # reach the caller while other shares still write into its arrays
+    wait(futures)
+    for future in futures:
+        future.result()  # re-raises the first failed share's exception
 
 
 def over_channels(work, big, cache_blocked=True, elements=None, block_bytes=None):
