@@ -18,7 +18,7 @@ Run it on a Cityscapes root (the folder holding ``leftImg8bit/`` and ``gtFine/``
     python examples/train_cityscapes_gpu.py --data /data/cityscapes --model frrn_b --out runs/frrn_b \\
         --resume                    # continue from runs/frrn_b/last.npz after an interruption
 
-A FRRN B step with batch 3 took 0.59 s and 32.5 GiB of GPU memory on an H200; ``--checkpointing``
+A FRRN B step with batch 3 took 0.58 s and 32.5 GiB of GPU memory on an H200; ``--checkpointing``
 recomputes every FRRU in backward instead of keeping its activations (27.3 GiB, 0.90 s).
 
 A smoke test on the CPU, on any small Cityscapes-format folder (``minifrrn synth --out DIR`` writes

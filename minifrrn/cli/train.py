@@ -5,7 +5,7 @@ To reproduce the paper on real Cityscapes with a GPU:
     minifrrn train --data /path/to/cityscapes --model frrn_b --device gpu --downsample 2 \\
                    --batch-size 3 --steps 60000 --schedule step --lr 1e-3 --val-every 500
 
-Measured on an H200: a FRRN B training step at 512×1024 with batch 3 takes 0.59 s and 32.5 GiB of GPU
+Measured on an H200: a FRRN B training step at 512×1024 with batch 3 takes 0.58 s and 32.5 GiB of GPU
 memory (FRRN A at 256×512, batch 1: 55 ms, 2.8 GiB). If that does not fit, add --checkpointing
 (recomputes every FRRU in backward: 27.3 GiB, 0.90 s), lower --batch-size, or train at
 --downsample 4.
