@@ -34,7 +34,7 @@ import sys
 
 from minifrrn.backend import GPUUnavailableError
 from minifrrn.metrics import format_averages
-from minifrrn.training import TrainConfig, Trainer, TrainingDiverged
+from minifrrn.training import TrainConfig, Trainer, TrainingDiverged, run_config
 
 # The paper's per-model choices. "tiny" is minifrrn's CPU-sized FRRN, here only to smoke-test the
 # script: it has no published recipe, so it keeps the trainer's defaults for resolution and shifts.
@@ -87,6 +87,8 @@ def make_config(args) -> TrainConfig:
     # which scales with the width (30 px at 512 wide, 40 px at 1024)
     downsample = recipe["downsample"] if args.downsample is None else args.downsample
     max_shift = recipe["max_shift"] if downsample == recipe["downsample"] else None
+    if args.resume:  # the run's own shift, whatever rule chose it when the run started
+        max_shift = run_config(args.out).max_shift
     return TrainConfig(
         data=args.data, model=args.model, device=args.device, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr,

@@ -398,6 +398,18 @@ def unwrap(x):
     return x.data if isinstance(x, Tensor) else x
 
 
+def is_whole_number(value) -> bool:
+    """An int or a NumPy integer, not a bool: what a size, a count or a step may be."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_positive_number(value, what):
+    """A finite real number > 0, or a one-line ValueError naming ``what``."""
+    real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not real or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{what} must be a positive finite number, got {value!r}")
+
+
 def check_number_fits(dtype, number, what="number"):
     """Refuse a Python number that an integer (or bool) ``dtype`` cannot hold exactly (2.5, 300 for
     uint8): ops keep a tensor's dtype, and would otherwise truncate it silently."""
@@ -419,7 +431,7 @@ def as_tensor(x, like=None) -> Tensor:
     dtype and device (so ``x * 2`` keeps ``x``'s dtype)."""
     if isinstance(x, Tensor):
         return x
-    if isinstance(x, (int, float, bool, np.number, np.bool_)) and like is not None:
+    if isinstance(x, (int, float, bool, np.integer, np.floating, np.bool_)) and like is not None:
         check_number_fits(like.dtype, x)
         return Tensor(get_array_module(like.data).asarray(x, dtype=like.dtype))
     if isinstance(x, (np.ndarray, np.generic)) or is_gpu_array(x):

@@ -230,14 +230,17 @@ class ConfusionMatrix:
         tgt = target.astype(xp.int64).ravel()
         valid = tgt != self.ignore_index
         k = self.num_classes
-        # an id outside 0..k−1 would land in another cell of the flattened matrix, or past it
-        for name, ids in (("prediction", pred[valid]), ("target", tgt[valid])):
-            if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= k):
-                bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
-                raise ValueError(f"{name} holds {bad}, outside the trainIds 0..{k - 1} (void is "
-                                 f"{self.ignore_index} in the target only): map label ids to "
-                                 f"trainIds first")
-        counts = xp.bincount(tgt[valid] * k + pred[valid], minlength=k * k)
+        pred, tgt = pred[valid], tgt[valid]
+        # an id outside 0..k−1 would land in another cell of the flattened matrix, or past it;
+        # the four extremes come to the host in one transfer (one wait for a GPU)
+        extremes = (as_numpy(xp.stack([pred.min(), pred.max(), tgt.min(), tgt.max()])).tolist()
+                    if pred.size else [0, 0, 0, 0])
+        for name, low, high in (("prediction", *extremes[:2]), ("target", *extremes[2:])):
+            if low < 0 or high >= k:
+                raise ValueError(f"{name} holds {low if low < 0 else high}, outside the trainIds "
+                                 f"0..{k - 1} (void is {self.ignore_index} in the target only): map "
+                                 f"label ids to trainIds first")
+        counts = xp.bincount(tgt * k + pred, minlength=k * k)
         self.matrix += as_numpy(counts[:k * k]).reshape(k, k)
 
     def iou(self):

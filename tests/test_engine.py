@@ -283,3 +283,5 @@ def test_numpy_numbers_work_as_python_numbers_do():
     np.testing.assert_array_equal(x.sum(axis=np.int64(0)).data, [4.0, 6.0])
     with pytest.raises(ValueError, match="names one axis twice"):
         x.sum(axis=(0, 0))
+    with pytest.raises(TypeError, match="complex128"):  # not cut to its real part
+        x * np.complex128(2 + 1j)

@@ -117,6 +117,14 @@ def test_train_example_trains_checkpoints_and_resumes(tmp_path, capsys):
     logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged if "loss" in r] == [1, 2, 3]
 
+    # a run whose shift an earlier version of the script chose by another rule still resumes,
+    # with its own shift
+    model_state, optimizer_state, meta = load_checkpoint(out / "last.npz")
+    meta["config"]["max_shift"] = 3
+    save_checkpoint(out / "last.npz", model_state, optimizer_state, meta)
+    assert train.main(args + ["--steps", "4", "--resume"])["step"] == 4
+    assert load_checkpoint(out / "last.npz")[2]["config"]["max_shift"] == 3
+
 
 def test_train_example_rejects_bad_arguments(tmp_path, capsys):
     train = load_example("train_cityscapes_gpu")

@@ -13,7 +13,7 @@ from minifrrn.data import synth
 from minifrrn.models import FRRN, frrn_tiny
 from minifrrn.optim import Adam
 from minifrrn.training import (CheckpointError, TrainConfig, Trainer, load_checkpoint, load_model,
-                               resize_scores, save_checkpoint)
+                               resize_scores, run_config, save_checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -362,7 +362,7 @@ def test_the_logged_rate_is_the_one_the_step_used(data_root, tmp_path):
 def test_best_is_written_before_last(data_root, tmp_path):
     trainer = Trainer(config(data_root, tmp_path / "order", steps=2))
     written, save = [], trainer.save
-    trainer.save = lambda name="last.npz": (written.append(name), save(name))[1]
+    trainer.save = lambda name="last.npz", **kw: (written.append(name), save(name, **kw))[1]
     trainer.run()
     assert written == ["best.npz", "last.npz"]  # a crash between them leaves no best without a file
 
@@ -484,8 +484,8 @@ def test_evaluate_model_leaves_the_model_in_the_mode_it_came_in(data_root):
 
 def test_a_batch_leaving_batch_norm_one_value_per_channel_is_refused_up_front(tmp_path):
     root = synth.generate(tmp_path / "small", n_train=2, n_val=1, height=16, width=16, seed=2)
-    with pytest.raises(ValueError, match="a batch of 1 8x8 image leaves one value per channel at "
-                                         "frrn_tiny's deepest pooling \\(1/8\\).*--batch-size 2"):
+    with pytest.raises(ValueError, match="frrn_tiny: a batch of 1 at 8x8 leaves one value per "
+                                         "channel at the deepest pooling \\(1/8\\).*--batch-size 2"):
         Trainer(config(root, tmp_path / "r", batch_size=1, downsample=2))
     model = mf.models.frrn_tiny(seed=0)
     with pytest.raises(ValueError, match="batch of 1 at 8x8 leaves one value per channel"):
@@ -504,3 +504,22 @@ def test_a_resumed_run_logs_one_final_evaluation(data_root, tmp_path):
 def test_a_checkpoint_into_a_missing_folder_names_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="folder .*nowhere does not exist; create it first"):
         save_checkpoint(tmp_path / "nowhere" / "c.npz", {"w": np.ones(2, np.float32)})
+
+
+def test_numpy_numbers_as_settings_are_stored_as_json_numbers(data_root, tmp_path):
+    out = tmp_path / "np"
+    Trainer(config(data_root, out, steps=np.int64(2), batch_size=np.int32(2),
+                   lr=np.float32(2e-3))).run()
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["steps"] == 2 and saved["batch_size"] == 2 and isinstance(saved["lr"], float)
+
+
+def test_a_run_whose_settings_were_stored_as_whole_floats_resumes(data_root, tmp_path):
+    out = tmp_path / "floats"
+    Trainer(config(data_root, out, steps=2)).run()
+    model_state, optimizer_state, meta = load_checkpoint(out / "last.npz")
+    meta["config"].update(val_every=2.0, cache_mb=256.0)  # as a run from Python could store them
+    save_checkpoint(out / "last.npz", model_state, optimizer_state, meta)
+    resumed = run_config(str(out), steps=3)
+    assert resumed.val_every == 2 and isinstance(resumed.val_every, int)
+    Trainer(resumed).run()

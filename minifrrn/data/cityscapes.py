@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..autograd import is_whole_number
 from .augment import default_max_shift, random_gamma, random_translate
 from .labels import ID2TRAIN, VOID
 
@@ -181,8 +182,7 @@ class Cityscapes:
         if split == "test" and for_training:
             raise ValueError("split 'test' has no usable labels in Cityscapes (ids 0-3 only): train "
                              "and evaluate on 'train' and 'val'")
-        whole = isinstance(downsample, (int, np.integer)) and not isinstance(downsample, bool)
-        if not whole or downsample < 1:
+        if not is_whole_number(downsample) or downsample < 1:
             raise ValueError(f"downsample must be a positive integer, got {downsample!r}")
         if max_shift is not None and max_shift < 0:
             raise ValueError(f"max_shift must be >= 0 pixels (or None for the default), got "

@@ -88,21 +88,21 @@ class DataLoader:
             pool = self._pool
         pending = []
 
+        closed = ("the DataLoader was closed while a batches() iterator was still in use: finish "
+                  "or drop the iterator before close()")
+
         def next_batch():
             try:
                 return pending.pop(0).result()
             except CancelledError:
-                raise RuntimeError("the DataLoader was closed while a batches() iterator was still "
-                                   "in use: finish or drop the iterator before close()") from None
+                raise RuntimeError(closed) from None
 
         try:
             for chunk in chunks:
                 try:
                     pending.append(pool.submit(self._load_batch, chunk, epoch))
                 except RuntimeError:  # the pool was shut down by close()
-                    raise RuntimeError("the DataLoader was closed while a batches() iterator was "
-                                       "still in use: finish or drop the iterator before close()"
-                                       ) from None
+                    raise RuntimeError(closed) from None
                 if len(pending) > self.prefetch:
                     yield next_batch()
             while pending:

@@ -10,10 +10,8 @@
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .. import functional as F
-from ..autograd import recompute, unwrap
+from ..autograd import is_whole_number, recompute, unwrap
 from ..nn import Conv2d, Module, Sequential, init
 from .units import CB, CBR, FRRU, ResidualUnit
 
@@ -42,8 +40,7 @@ class FRRN(Module):
                  head_channels=48, stem_units=3, head_units=3, in_channels=3, checkpoint=False,
                  name="frrn"):
         super().__init__()
-        whole = isinstance(num_classes, (int, np.integer)) and not isinstance(num_classes, bool)
-        if not whole or num_classes < 2:
+        if not is_whole_number(num_classes) or num_classes < 2:
             raise ValueError(f"{name}: num_classes must be an integer >= 2, got {num_classes!r}")
         if not encoder or not decoder:
             raise ValueError(f"{name}: encoder and decoder need at least one stage each, got "
@@ -96,12 +93,18 @@ class FRRN(Module):
                 return f"{low} or {low + f}" if v % f else str(v)
             raise ValueError(f"{self.name}: input size {H}x{W} is not divisible by {f} (the model's "
                              f"deepest pooling): use height {near(H)} and width {near(W)}")
-        if self.training and xd.shape[0] * (H // f) * (W // f) < 2:
-            # batch norm in training mode normalises each channel over the batch and the map
-            raise ValueError(f"{self.name}: a batch of {xd.shape[0]} at {H}x{W} leaves one value per "
+        if self.training:
+            self.check_batch_norm_size(xd.shape[0], H, W, fix="a batch of 2 or more, larger "
+                                                               "images, or model.eval() to predict")
+
+    def check_batch_norm_size(self, batch, H, W, fix):
+        """Batch norm in training mode normalises each channel over the batch and the map: at the
+        deepest pooling, batch·(H/f)·(W/f) values, which must be two or more."""
+        f = self.factor
+        if batch * (H // f) * (W // f) < 2:
+            raise ValueError(f"{self.name}: a batch of {batch} at {H}x{W} leaves one value per "
                              f"channel at the deepest pooling (1/{f}), where batch norm in training "
-                             f"mode needs two: use a batch of 2 or more, larger images, or "
-                             f"model.eval() to predict")
+                             f"mode needs two: use {fix}")
 
     def _run_unit(self, unit, y, z):
         if self.checkpoint:

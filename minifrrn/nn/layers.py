@@ -4,20 +4,17 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..autograd import is_whole_number
 from .init import RELU_GAIN, he_uniform
 from .module import Module, Parameter
 
 __all__ = ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Upsample", "Sequential", "RELU_GAIN"]
 
 
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def _check_counts(layer, **counts):
     """Every named size is an integer >= 1, or a one-line ValueError naming it."""
     for name, value in counts.items():
-        if not _is_int(value) or value < 1:
+        if not is_whole_number(value) or value < 1:
             raise ValueError(f"{layer}: {name} must be an integer >= 1, got {value!r}")
 
 
@@ -32,7 +29,7 @@ class Conv2d(Module):
         super().__init__()
         _check_counts("Conv2d", in_channels=in_channels, out_channels=out_channels,
                       kernel_size=kernel_size, stride=stride)
-        if padding is not None and (not _is_int(padding) or padding < 0):
+        if padding is not None and (not is_whole_number(padding) or padding < 0):
             raise ValueError(f"Conv2d: padding must be an integer >= 0, got {padding!r}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride = kernel_size, stride

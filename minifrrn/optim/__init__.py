@@ -14,18 +14,10 @@ import math
 
 import numpy as np
 
-from ..autograd import Tensor
+from ..autograd import Tensor, check_positive_number, is_whole_number
 from ..backend import as_numpy, get_array_module
 
 __all__ = ["Optimizer", "SGD", "Adam", "StepLR", "PolyLR", "CosineLR"]
-
-
-def _check_positive_number(owner, name, value, below_one=False):
-    """A finite real number > 0 (and < 1 where ``below_one``), or a one-line ValueError naming it."""
-    real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not real or not math.isfinite(value) or value <= 0 or (below_one and value >= 1):
-        bounds = "in (0, 1)" if below_one else "a positive finite number"
-        raise ValueError(f"{owner}: {name} must be {bounds}, got {value!r}")
 
 
 class Optimizer:
@@ -42,7 +34,7 @@ class Optimizer:
         if stray is not None:
             raise TypeError(f"{owner}: params must be Parameters (model.parameters()), got a "
                             f"{type(stray).__name__}")
-        _check_positive_number(owner, "learning rate", lr)
+        check_positive_number(lr, f"{owner}: learning rate")
         self.lr = float(lr)
         self.steps = 0
 
@@ -119,13 +111,18 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(params, lr)
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"Adam: betas must be a pair (beta1, beta2), got {betas!r}")
-        # β = 1 would divide by 1 − β^t = 0 in the bias correction
-        for name, beta in zip(("beta1", "beta2"), betas):
-            _check_positive_number("Adam", name, beta, below_one=True)
-        _check_positive_number("Adam", "eps", eps)
-        self.beta1, self.beta2 = betas
+        try:
+            beta1, beta2 = (float(b) for b in betas)
+        except (TypeError, ValueError):
+            raise ValueError(f"Adam: betas must be a pair of numbers (beta1, beta2), got "
+                             f"{betas!r}") from None
+        # β = 1 would divide by 1 − β^t = 0 in the bias correction; β = 0 is Adam without momentum
+        for name, beta in (("beta1", beta1), ("beta2", beta2)):
+            if not 0 <= beta < 1:
+                raise ValueError(f"Adam: {name} must be in [0, 1), got {beta!r}")
+        if not (isinstance(eps, (int, float, np.integer, np.floating)) and 0 <= eps < math.inf):
+            raise ValueError(f"Adam: eps must be a finite number >= 0, got {eps!r}")
+        self.beta1, self.beta2 = beta1, beta2
         self.eps = eps
         self.m = [None] * len(self.params)
         self.v = [None] * len(self.params)
@@ -169,8 +166,7 @@ class _Schedule:
 
 
 def _check_total_steps(schedule, total_steps):
-    whole = isinstance(total_steps, (int, np.integer)) and not isinstance(total_steps, bool)
-    if not whole or total_steps < 1:
+    if not is_whole_number(total_steps) or total_steps < 1:
         raise ValueError(f"{schedule}: total_steps must be an integer >= 1, got {total_steps!r}")
 
 

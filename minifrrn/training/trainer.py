@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import functional as F
-from ..autograd import no_grad, tensor, unwrap
+from ..autograd import check_positive_number, is_whole_number, no_grad, tensor, unwrap
 from ..backend import as_numpy, check_device, get_array_module, to_device
 from ..data import Cityscapes, DataLoader, ensure_synthetic
 from ..data.cityscapes import (find_frames, read_image, read_instance_ids, read_label_ids,
@@ -69,9 +69,11 @@ class TrainConfig:
         for name in ("steps", "batch_size", "val_every", "downsample", "milestone", "val_frames",
                      "max_shift", "num_workers", "cache_mb", "seed"):
             value = getattr(self, name)
-            whole = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-            if not whole and not (value is None and name in ("val_frames", "max_shift")):
+            if value is None and name in ("val_frames", "max_shift"):
+                continue
+            if not is_whole_number(value):
                 raise TypeError(f"--{name.replace('_', '-')} must be a whole number, got {value!r}")
+            setattr(self, name, int(value))  # a NumPy integer would not go into config.json
         for name in ("steps", "batch_size", "val_every", "downsample", "milestone"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -82,9 +84,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
-        real = isinstance(self.lr, (int, float, np.integer, np.floating))
-        if not real or isinstance(self.lr, bool) or not math.isfinite(self.lr) or self.lr <= 0:
-            raise ValueError(f"--lr must be a positive finite number, got {self.lr!r}")
+        check_positive_number(self.lr, "--lr")
+        self.lr = float(self.lr)
         if self.loss not in ("bootstrapped", "ce"):
             raise ValueError(f"--loss must be 'bootstrapped' or 'ce', got {self.loss!r}")
         if self.schedule not in ("cosine", "poly", "step", "none"):
@@ -134,8 +135,7 @@ def predict_scores(model, images, device="cpu"):
 
 
 def _check_batch_size(batch_size):
-    whole = isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool)
-    if not whole or batch_size < 1:
+    if not is_whole_number(batch_size) or batch_size < 1:
         raise ValueError(f"--batch-size must be an integer >= 1, got {batch_size!r}")
 
 
@@ -242,7 +242,9 @@ def run_config(out=None, **changes) -> TrainConfig:
         raise FileNotFoundError(f"--resume: {path} does not exist")
     saved = load_checkpoint(path, arrays=False)[2].get("config") or {}  # the trainer reads the rest
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    settings = {key: value for key, value in saved.items() if key in known}
+    # a whole number a run started from Python stored as a float (120.0) is the count it meant
+    settings = {key: int(value) if isinstance(value, float) and value.is_integer() and key != "lr"
+                else value for key, value in saved.items() if key in known}
     return TrainConfig(**{**settings, "out": str(folder), "resume": True, **changes})
 
 
@@ -311,11 +313,8 @@ class Trainer:
             return side >= factor and side % factor == 0
 
         if fits(height) and fits(width):
-            if self.config.batch_size * (height // factor) * (width // factor) < 2:
-                raise ValueError(f"a batch of {self.config.batch_size} {height}x{width} image leaves "
-                                 f"one value per channel at {self.model.name}'s deepest pooling "
-                                 f"(1/{factor}), where batch norm needs two: use --batch-size 2 "
-                                 f"or more, or a smaller --downsample")
+            self.model.check_batch_norm_size(self.config.batch_size, height, width,
+                                             fix="--batch-size 2 or more, or a smaller --downsample")
             return
         fitting = [d for d in range(1, 33) if fits(full_height // d) and fits(full_width // d)]
         advice = (f"use --downsample {', '.join(map(str, fitting[:-1]))} or {fitting[-1]}"
@@ -360,8 +359,10 @@ class Trainer:
                                        f"({name}): stopped without saving them; {kept}start a new "
                                        f"run (another --out) with a lower --lr")
 
-    def save(self, name="last.npz"):
-        self._check_weights_finite()
+    def save(self, name="last.npz", checked=False):
+        """Write a checkpoint of the run; ``checked``: the weights were just found finite."""
+        if not checked:
+            self._check_weights_finite()
         return save_checkpoint(self.out / name, self.model.state_dict(),
                                self.optimizer.state_dict(), self._meta())
 
@@ -552,8 +553,8 @@ class Trainer:
             self.best_miou = miou  # before saving, so that last.npz records the new best too
             # best.npz first: a crash between the two writes then leaves a last.npz whose
             # recorded best is at most what best.npz holds, never a best with no file behind it
-            self.save("best.npz")
-        self.save("last.npz")
+            self.save("best.npz", checked=True)
+        self.save("last.npz", checked=True)
 
     def _artefacts(self):
         from ..viz import plot_curves, save_prediction_grid
