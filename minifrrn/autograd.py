@@ -556,7 +556,9 @@ def _run_backward(root: _Node, root_grad):
                 continue
             if gradient is None:
                 raise RuntimeError(f"{type(f).__name__}.backward returned no gradient for input {i} "
-                                   f"({node.describe()}), which requires one")
+                                   f"({node.describe()}), which requires one (if requires_grad "
+                                   f"was turned on after the op ran, run the op again: it chose "
+                                   f"its gradients when it ran)")
             if f.broadcasts and gradient.shape != node.shape:
                 gradient = sum_to(gradient, node.shape)
             _check_gradient(gradient, node, f"gradient returned by {type(f).__name__}.backward "

@@ -285,3 +285,12 @@ def test_numpy_numbers_work_as_python_numbers_do():
         x.sum(axis=(0, 0))
     with pytest.raises(TypeError, match="complex128"):  # not cut to its real part
         x * np.complex128(2 + 1j)
+
+
+def test_requires_grad_turned_on_after_the_op_names_the_likely_cause():
+    x = mf.tensor(np.array([1.0, 2.0]))
+    w = mf.tensor(np.array([3.0, 4.0]), requires_grad=True)
+    y = (x * w).sum()
+    x.requires_grad = True
+    with pytest.raises(RuntimeError, match="turned on after the op ran, run the op again"):
+        y.backward()
