@@ -159,6 +159,11 @@ class CityscapesEvaluator:
         class_inst = {names[i]: self.class_iiou(i) for i in _IDS}
         cat_scores = {c: self.category_iou(c) for c in _CATEGORIES}
         cat_inst = {c: self.category_iiou(c) for c in _CATEGORIES}
+        total = float(self.confusion.sum(dtype=np.float64))
+        # as the official script writes them: each label's share of the counted ground-truth
+        # pixels (its row of the confusion matrix), and each label's id, by name
+        priors = {names[i]: _div(float(self.confusion[i].sum(dtype=np.float64)), total)
+                  for i in _IDS}
         return {
             "averageScoreClasses": _nanmean(list(class_scores.values())),
             "averageScoreInstClasses": _nanmean(list(class_inst.values())),
@@ -167,6 +172,7 @@ class CityscapesEvaluator:
             "classScores": class_scores, "classInstScores": class_inst,
             "categoryScores": cat_scores, "categoryInstScores": cat_inst,
             "confMatrix": self.confusion.tolist(),
+            "priors": priors, "labels": {names[i]: i for i in _IDS},
         }
 
 

@@ -197,3 +197,18 @@ def test_evaluator_names_a_ground_truth_of_the_wrong_kind():
     with pytest.raises(ValueError, match="unknown label id 255: give the .*labelIds.png maps, not "
                                          "trainIds"):
         evaluator.add(np.full((4, 4), ROAD), np.full((4, 4), 255))
+
+
+def test_results_carry_the_official_priors_and_labels():
+    # 7 ground-truth pixels: road 3, sidewalk 2, unlabeled 2 (void pixels count in the priors)
+    gt = np.array([[ROAD, ROAD, ROAD, SIDEWALK, SIDEWALK, 0, 0]])
+    pred = np.array([[ROAD, ROAD, SIDEWALK, SIDEWALK, ROAD, ROAD, SIDEWALK]])
+    ev = CityscapesEvaluator()
+    ev.add(pred, gt)
+    r = ev.results()
+    assert r["priors"]["road"] == pytest.approx(3 / 7)
+    assert r["priors"]["sidewalk"] == pytest.approx(2 / 7)
+    assert r["priors"]["unlabeled"] == pytest.approx(2 / 7) and r["priors"]["car"] == 0
+    assert r["labels"]["road"] == ROAD and r["labels"]["caravan"] == CARAVAN
+    assert len(r["labels"]) == len(r["priors"]) == 34
+    assert all(np.isnan(p) for p in CityscapesEvaluator().results()["priors"].values())

@@ -154,6 +154,11 @@ def test_cli_train_end_to_end_and_predict(data_root, tmp_path, capsys):
     pred = Image.open(tmp_path / "pred" / f"{stem}_labelIds.png")
     assert pred.mode == "L" and pred.size == (64, 32)
     assert set(np.unique(np.asarray(pred))) <= set(range(7, 34))
+    assert (tmp_path / "pred" / f"{stem}_overlay.png").exists()
+    # for cityscapesscripts, whose results folder must hold one PNG per frame
+    assert main(["predict", "--checkpoint", str(out / "last.npz"), str(image), "--out",
+                 str(tmp_path / "official"), "--no-overlays"]) == 0
+    assert [p.name for p in (tmp_path / "official").iterdir()] == [f"{stem}_labelIds.png"]
     assert main(["eval", "--checkpoint", str(out / "last.npz"), "--data", str(data_root)]) == 0
 
 

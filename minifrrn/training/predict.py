@@ -14,11 +14,13 @@ from .trainer import load_model, predict_scores, resize_scores
 __all__ = ["predict_images"]
 
 
-def predict_images(checkpoint, images, out, device="cpu"):
-    """Write ``<stem>_labelIds.png`` (official format: label ids) and ``<stem>_overlay.png`` for
-    every image. Images are downsampled by the factor the model was trained at, reflection-padded to
-    a multiple of the model's pooling factor, and the class scores are cropped and resized back to the
-    image's own size (bilinear) before the argmax. Returns the written label-id paths."""
+def predict_images(checkpoint, images, out, device="cpu", overlays=True):
+    """Write ``<stem>_labelIds.png`` (official format: label ids) and, with ``overlays``,
+    ``<stem>_overlay.png`` for every image (cityscapesscripts' evaluation takes any PNG named after
+    a frame as its prediction: leave the overlays out of a folder it reads). Images are downsampled
+    by the factor the model was trained at, reflection-padded to a multiple of the model's pooling
+    factor, and the class scores are cropped and resized back to the image's own size (bilinear)
+    before the argmax. Returns the written label-id paths."""
     check_device(device)
     if isinstance(images, (str, Path)):  # one image: a string would be read letter by letter
         images = [images]
@@ -69,7 +71,8 @@ def predict_images(checkpoint, images, out, device="cpu"):
         stem = _stem(path)
         label_path = out / f"{stem}_labelIds.png"
         write_prediction(label_path, train_ids)
-        write_overlay(out / f"{stem}_overlay.png", rgb, train_ids)
+        if overlays:
+            write_overlay(out / f"{stem}_overlay.png", rgb, train_ids)
         written.append(label_path)
     return written
 
