@@ -132,3 +132,12 @@ def test_conv2d_names_the_bias_when_its_dtype_differs():
     x, W = (mf.tensor(np.ones(s, np.float32)) for s in ((1, 2, 3, 3), (2, 2, 1, 1)))
     with pytest.raises(TypeError, match="the bias is float64 but the weights are float32"):
         F.conv2d(x, W, mf.tensor(np.ones(2)))
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice")  # NumPy's, for the NaN forward
+def test_the_mean_over_an_empty_axis_has_an_empty_gradient():
+    t = mf.tensor(np.zeros((0, 3)), requires_grad=True)
+    with np.errstate(invalid="ignore"):
+        out = F.mean(t, axis=0)
+    out.backward(np.ones(3))
+    assert t.grad.shape == (0, 3)

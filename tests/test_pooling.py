@@ -128,3 +128,16 @@ def test_a_window_holding_nan_pools_to_nan_wherever_the_nan_is(k, s):
         expected[np.isinf(expected)] = np.nan
         np.testing.assert_array_equal(y, expected)
         assert np.isnan(y[0, 1, 0, 0]) and not np.isnan(y[0, 0]).any()
+
+
+@pytest.mark.parametrize("K,S", [(40000, 40000), (33000, 1)])
+def test_windows_of_more_than_32767_values_send_the_gradient_to_their_maximum(K, S):
+    # the argmax offset used to be kept as int16, which wraps past 32767
+    x = np.zeros((1, 1, 1, K + 10))
+    x[0, 0, 0, 32800] = 1.0
+    t = mf.tensor(x, requires_grad=True)
+    y = F.max_pool2d(t, (1, K), (1, S))
+    y.backward(np.ones(y.shape))
+    expected = np.zeros_like(x)
+    expected[0, 0, 0, 32800] = sum(1 for j in range(y.shape[3]) if j * S <= 32800 < j * S + K)
+    np.testing.assert_array_equal(t.grad, expected)

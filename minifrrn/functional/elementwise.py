@@ -223,7 +223,8 @@ class Mean(Function):
         xp = get_array_module(gy)
         if not self.keepdims:
             gy = xp.expand_dims(gy, self.axes) if self.axes else gy
-        scale = gy.dtype.type(1.0 / self.count)
+        # an empty axis has no element to send a gradient to: any scale will do
+        scale = gy.dtype.type(1.0 / max(self.count, 1))
         return xp.broadcast_to(gy * scale, self.shape).copy()
 
 

@@ -274,7 +274,9 @@ class MaxPool2dFunction(Function):
         # the equality route reads the comparison bytes of a window row as one integer, which needs
         # rows laid out contiguously: other layouts (Fortran order, transposed views) are copied
         x = np.ascontiguousarray(x)
-        index_dtype = np.uint8 if self.KH * self.KW <= 256 else np.int16
+        # the window offset of the argmax, in the narrowest integer that holds every offset
+        window = self.KH * self.KW
+        index_dtype = np.uint8 if window <= 256 else np.uint16 if window <= 65536 else np.int64
         non_overlapping = (self.SH, self.SW) == (self.KH, self.KW)
         # non-overlapping windows (all that FRRN uses) of up to 64 values on NumPy arrays: the
         # maximum, then the first value equal to it, for 4×4 and larger powers of two; a tournament
