@@ -10,6 +10,11 @@ classes (grey cars, grey buildings, grey road), every surface gets shading, text
 the lighting changes per scene, so a network has to use shape and context rather than colour alone.
 
 Everything is vectorised NumPy on bounding boxes; a 128×256 frame takes a few milliseconds.
+
+The label PNGs are the ground truth. ``polygons.json`` is there for the format's sake and is only an
+outline: it lists the objects' boxes and ellipses as polygons and the road as one triangle, but the
+ground plane (sidewalk, terrain) is painted per pixel and has no polygon, so redrawing the file
+does not give the PNGs back. Read labels from ``labelIds.png``, as the official tools do.
 """
 from __future__ import annotations
 
