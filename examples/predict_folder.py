@@ -86,10 +86,11 @@ def main(argv=None):
     try:
         images = find_images(args.images)
         out.mkdir(parents=True, exist_ok=True)
-        # predict_images always writes both the label ids and the overlays; write them to a
-        # scratch folder and keep only what was asked for
+        # predict_images writes the label ids (and the overlays, when asked for) into a scratch
+        # folder; the label ids are kept only with --label-ids
         with tempfile.TemporaryDirectory(dir=out) as scratch:
-            label_paths = predict_images(args.checkpoint, images, scratch, device=args.device)
+            label_paths = predict_images(args.checkpoint, images, scratch, device=args.device,
+                                         overlays=args.overlays)
             written = []
             for label_path in label_paths:
                 stem = label_path.name[:-len("_labelIds.png")]

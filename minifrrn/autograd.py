@@ -555,10 +555,11 @@ def _run_backward(root: _Node, root_grad):
             if not node.requires_grad:
                 continue
             if gradient is None:
+                why = ("requires_grad was turned on after the op ran, which chose its gradients "
+                       "then: run the op again" if not f.needs_input_grad[i] else
+                       "its backward must return one for every input in needs_input_grad")
                 raise RuntimeError(f"{type(f).__name__}.backward returned no gradient for input {i} "
-                                   f"({node.describe()}), which requires one (if requires_grad "
-                                   f"was turned on after the op ran, run the op again: it chose "
-                                   f"its gradients when it ran)")
+                                   f"({node.describe()}), which requires one: {why}")
             if f.broadcasts and gradient.shape != node.shape:
                 gradient = sum_to(gradient, node.shape)
             _check_gradient(gradient, node, f"gradient returned by {type(f).__name__}.backward "

@@ -159,6 +159,10 @@ def test_cli_train_end_to_end_and_predict(data_root, tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(out / "last.npz"), str(image), "--out",
                  str(tmp_path / "official"), "--no-overlays"]) == 0
     assert [p.name for p in (tmp_path / "official").iterdir()] == [f"{stem}_labelIds.png"]
+    # into the folder of an earlier run with overlays: they would be second predictions
+    assert main(["predict", "--checkpoint", str(out / "last.npz"), str(image), "--out",
+                 str(tmp_path / "pred"), "--no-overlays"]) == 2
+    assert "overlays of an earlier run" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(out / "last.npz"), "--data", str(data_root)]) == 0
 
 

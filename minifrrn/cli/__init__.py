@@ -21,7 +21,7 @@ from ..backend import GPUUnavailableError, tune_cpu_allocator
 COMMANDS = {
     "train": "train a model (no arguments: frrn_tiny on synthetic street scenes, on the CPU)",
     "eval": "score a checkpoint or a folder of label-id PNGs with the four official Cityscapes metrics",
-    "predict": "write label-id PNGs and colour overlays for a list of images",
+    "predict": "write label-id PNGs (and colour overlays) for a list of images",
     "synth": "generate synthetic street scenes as real Cityscapes-format files",
     "bench": "time the ops and models, as ratios to floors measured in the same run",
 }

@@ -274,7 +274,7 @@ class MaxPool2dFunction(Function):
         # the equality route reads the comparison bytes of a window row as one integer, which needs
         # rows laid out contiguously: other layouts (Fortran order, transposed views) are copied
         x = np.ascontiguousarray(x)
-        # the window offset of the argmax, in the narrowest integer that holds every offset
+        # the window offset of the argmax: one byte, two up to 65,536 values, else 64 bits
         window = self.KH * self.KW
         index_dtype = np.uint8 if window <= 256 else np.uint16 if window <= 65536 else np.int64
         non_overlapping = (self.SH, self.SW) == (self.KH, self.KW)

@@ -48,6 +48,13 @@ def predict_images(checkpoint, images, out, device="cpu", overlays=True):
     # one predicted: a bad one late in a long list should not cost the work before it
     _, _, meta = load_checkpoint(checkpoint, arrays=False)
     factor = meta.get("config", {}).get("downsample", 1)
+    if not overlays:  # label ids alone, for cityscapesscripts: a stale overlay would be a second one
+        stale = [out / f"{stem}_overlay.png" for stem in stems
+                 if (out / f"{stem}_overlay.png").exists()]
+        if stale:
+            raise FileExistsError(f"{out} holds {len(stale)} overlays of an earlier run (the first: "
+                                  f"{stale[0].name}), which cityscapesscripts would read as second "
+                                  f"predictions: predict into an empty --out, or remove them")
     for path in paths:
         width, height = image_size(path)
         if min(width, height) < factor:
