@@ -94,7 +94,10 @@ def timed_runs(fns, device="cpu", repeats=5, warmup=1):
 
 
 def spread_pct(values):
-    """(max − min)/median of ``values``, in percent: how far apart the repeats landed."""
+    """(max − min)/median of ``values``, in percent: how far apart the repeats landed; None for a
+    single repeat, whose spread is unknown (not 0)."""
+    if len(values) < 2:
+        return None
     return 100.0 * (max(values) - min(values)) / statistics.median(values)
 
 

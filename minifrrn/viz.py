@@ -21,6 +21,10 @@ def save_prediction_grid(path, images, targets, predictions, titles=None):
     """Rows of image | ground truth | prediction, with a legend of the classes present."""
     from matplotlib.patches import Patch
     n = len(images)
+    if n == 0 or len(targets) != n or len(predictions) != n or (titles and len(titles) != n):
+        raise ValueError(f"save_prediction_grid: one target and one prediction (and title) per "
+                         f"image, at least one image; got {n} images, {len(targets)} targets, "
+                         f"{len(predictions)} predictions")
     fig = _figure(figsize=(12, 2.3 * n + 0.8))
     axes = fig.subplots(n, 3, squeeze=False)
     present = set()
@@ -37,6 +41,7 @@ def save_prediction_grid(path, images, targets, predictions, titles=None):
             axes[i, 0].text(2, 10, titles[i], color="white", fontsize=8,
                             bbox=dict(facecolor="black", alpha=0.5, pad=1))
     handles = [Patch(color=PALETTE[c] / 255.0, label=CLASS_NAMES[c]) for c in sorted(present)]
+    handles.append(Patch(color="black", label="void (not scored)"))
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=90)
@@ -46,7 +51,9 @@ def plot_curves(path, steps, losses, val_steps=None, val_ious=None):
     """Training loss (and validation mIoU on a second axis) against the step."""
     fig = _figure(figsize=(7, 4))
     ax = fig.subplots()
-    ax.plot(steps, losses, color="tab:blue", lw=1, label="training loss")
+    # a marker where a point has no neighbour to join (one step, or between NaN losses)
+    ax.plot(steps, losses, color="tab:blue", lw=1, marker="." if len(steps) < 50 else None,
+            label="training loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss", color="tab:blue")
     if val_steps is not None and len(val_steps):

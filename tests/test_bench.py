@@ -9,7 +9,7 @@ from minifrrn.cli import main
 
 
 def test_bench_rows_are_well_formed():
-    rows, machine = run_benchmarks("cpu", tiny=True, repeats=1)
+    rows, machine = run_benchmarks("cpu", tiny=True, repeats=2)
     names = " ".join(r.name for r in rows)
     for op in ("conv2d", "batch_norm", "max_pool2d", "upsample_nearest2d", "upsample_bilinear2x",
                "FRRU", "frrn_tiny"):
@@ -21,6 +21,12 @@ def test_bench_rows_are_well_formed():
         if "fwd+bwd" in r.name or "train step" in r.name:
             assert r.spread_pct is not None and r.spread_pct >= 0
     assert machine["gemm_gflops"] > 0 and machine["copy_bandwidth_gbs"] > 0
+
+
+def test_the_spread_of_a_single_repeat_is_unknown_not_zero():
+    from minifrrn.bench import spread_pct
+    assert spread_pct([0.5]) is None
+    assert spread_pct([1.0, 1.5, 2.0]) == pytest.approx(100.0 * 1.0 / 1.5)
 
 
 def test_bench_cli_writes_json(tmp_path, capsys):
@@ -232,3 +238,9 @@ def test_compare_refuses_options_that_would_run_a_bench(tmp_path, capsys):
 def test_bench_json_naming_a_folder_is_refused_before_running(tmp_path, capsys):
     assert main(["bench", "--tiny", "--json", str(tmp_path)]) == 2
     assert "is a folder: give a file name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", [["--tiny"], ["--device", "gpu"], ["--no-checkpointing"]])
+def test_compare_refuses_the_options_of_a_run(tmp_path, capsys, option):
+    assert main(["bench", "--compare", "a.json", "b.json"] + option) == 2
+    assert f"drop {option[0]}" in capsys.readouterr().err

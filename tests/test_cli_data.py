@@ -116,3 +116,42 @@ def test_eval_scores_the_folder_predict_writes(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", "--predictions", str(preds), "--data", str(root)]) == 0
     assert "IoU class 1.000" in capsys.readouterr().out
+
+
+def test_an_interrupted_synth_leaves_no_half_written_set(tmp_path, monkeypatch):
+    from minifrrn.data import synth
+    drawn = []
+    real = synth.render_scene
+
+    def interrupted(rng, height, width):
+        if len(drawn) == 3:
+            raise KeyboardInterrupt
+        drawn.append(1)
+        return real(rng, height, width)
+
+    monkeypatch.setattr(synth, "render_scene", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        synth.generate(tmp_path / "s", n_train=4, n_val=2, height=16, width=32)
+    assert list((tmp_path / "s").iterdir()) == []  # and a rerun is accepted
+    monkeypatch.setattr(synth, "render_scene", real)
+    synth.generate(tmp_path / "s", n_train=1, n_val=1, height=16, width=32)
+    assert len(list((tmp_path / "s").rglob("*_leftImg8bit.png"))) == 2
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--height", "100000", "--width", "100000"], "at most 4096 pixels a side"),
+    (["--seed", "-1"], "the seed must be >= 0, got -1")])
+def test_synth_refuses_sizes_and_seeds_before_making_the_folder(tmp_path, capsys, argv, message):
+    assert main(["synth", "--out", str(tmp_path / "s")] + argv) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "s").exists()
+
+
+def test_ctrl_c_in_any_command_is_one_line_and_130(monkeypatch, capsys):
+    from minifrrn.cli import synth as synth_command
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synth_command, "run", interrupted)
+    assert main(["synth", "--out", "unused"]) == 130
+    assert capsys.readouterr().err.strip() == "minifrrn synth: interrupted"

@@ -324,3 +324,23 @@ def test_closing_a_loader_under_an_open_iterator_says_so(tmp_path):
         list(batches)
     assert len(list(loader.batches(0))) == 8  # and the loader works again afterwards
     loader.close()
+
+
+def test_as_rgb_reads_integer_images_as_0_to_255_and_grey_with_one_channel():
+    from minifrrn.data.predictions import as_rgb
+    grey = np.array([[0, 128], [255, 300]], np.int64)
+    np.testing.assert_array_equal(as_rgb(grey)[..., 0], [[0, 128], [255, 255]])
+    np.testing.assert_array_equal(as_rgb(grey[None].astype(np.float32) / 255)[..., 1],
+                                  [[0, 128], [255, 255]])
+    assert as_rgb(np.zeros((4, 6, 1), np.uint8)).shape == (4, 6, 3)
+
+
+def test_a_prediction_grid_needs_one_target_and_prediction_per_image(tmp_path):
+    from minifrrn.viz import save_prediction_grid
+    image, ids = np.zeros((8, 8, 3), np.uint8), np.full((8, 8), 255)
+    with pytest.raises(ValueError, match="one target and one prediction"):
+        save_prediction_grid(tmp_path / "g.png", [], [], [])
+    with pytest.raises(ValueError, match="got 2 images, 1 targets"):
+        save_prediction_grid(tmp_path / "g.png", [image, image], [ids], [ids, ids])
+    save_prediction_grid(tmp_path / "g.png", [image], [ids], [ids])  # all void: a legend still
+    assert (tmp_path / "g.png").stat().st_size > 0

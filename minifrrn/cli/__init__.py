@@ -71,6 +71,9 @@ def main(argv=None) -> int:
     tune_cpu_allocator()  # reuse freed memory instead of faulting in fresh pages for every array
     try:
         return int(module.run(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: one line and the shell's code for it, no traceback
+        print(f"minifrrn {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (CLIError, ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
             IsADirectoryError, PermissionError, KeyError, GPUUnavailableError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -30,9 +30,13 @@ def argparse_suppress():
 def run(args):
     from ..bench import format_comparison, format_rows, load_json, run_benchmarks, to_json
     if args.compare:
-        running = [option for option, given in (("--json", args.json), ("--quick", args.quick),
+        running = [option for option, given in (("--json", args.json is not None),
+                                                 ("--quick", args.quick),
                                                  ("--every-conv", args.every_conv),
-                                                 ("--repeats", args.repeats is not None))
+                                                 ("--repeats", args.repeats is not None),
+                                                 ("--device", args.device != "cpu"),
+                                                 ("--no-checkpointing", args.no_checkpointing),
+                                                 ("--tiny", args.tiny))
                    if given]
         if running:
             raise CLIError(f"--compare reads two --json files and runs nothing: drop "

@@ -47,14 +47,18 @@ def colorize(train_ids):
 
 
 def as_rgb(image):
-    """An image as RGB uint8 (H, W, 3): from grey (H, W), channels first (3, H, W) or channels last,
-    uint8 or floats in [0, 1]."""
+    """An image as RGB uint8 (H, W, 3): from grey (H, W), (1, H, W) or (H, W, 1), channels first
+    (3, H, W) or channels last; integers as 0..255, floats as [0, 1]."""
     image = as_numpy(image)
+    if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[2] not in (1, 3):
+        image = image.transpose(1, 2, 0)  # channels first
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
     if image.ndim == 2:  # grey
         image = np.repeat(image[:, :, None], 3, axis=2)
-    elif image.ndim == 3 and image.shape[0] == 3 and image.shape[2] != 3:  # (3, H, W): channels first
-        image = image.transpose(1, 2, 0)
-    if image.dtype != np.uint8:
+    if image.dtype.kind in "iub" and image.dtype != np.uint8:  # integers: 0..255 as uint8 holds them
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
         image = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
     return image
 

@@ -28,12 +28,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..autograd import is_whole_number
 from .labels import ID_PALETTE
 
 __all__ = ["generate", "ensure_synthetic", "default_synthetic_root", "render_scene", "SPLIT_CITIES",
            "SYNTH_VERSION"]
 
 SYNTH_VERSION = "synthetic-v1"
+MAX_SIDE = 4096  # pixels: twice Cityscapes' width, and a frame's drawing well inside memory
 SPLIT_CITIES = {"train": ["aachen", "bochum"], "val": ["frankfurt", "lindau", "munster"]}
 
 # label ids used by the generator
@@ -322,12 +324,22 @@ def generate(root, n_train=300, n_val=60, height=128, width=256, seed=0):
     """Write ``n_train`` + ``n_val`` synthetic frames under ``root`` in the Cityscapes layout.
 
     Reproducible for a given seed. Frame numbers are mostly 000019, as in Cityscapes, but not always.
-    Returns the root as a ``Path``.
+    The frames are written into a temporary folder inside ``root`` and moved into place when all are
+    done, so an interrupted run leaves no half-written data set. Returns the root as a ``Path``.
     """
+    for name, value in (("frame counts", n_train), ("frame counts", n_val), ("sizes", height),
+                        ("sizes", width), ("seed", seed)):
+        if not is_whole_number(value):
+            raise TypeError(f"synth: {name} must be whole numbers, got {value!r}")
     if height < 16 or width < 16:
         raise ValueError(f"synth: frames must be at least 16x16, got {height}x{width}")
+    if max(height, width) > MAX_SIDE:  # a frame's arrays take about 60 bytes a pixel while drawn
+        raise ValueError(f"synth: frames of at most {MAX_SIDE} pixels a side (Cityscapes' are "
+                         f"2048x1024), got {height}x{width}")
     if n_train < 0 or n_val < 0:
         raise ValueError("synth: frame counts must be >= 0")
+    if seed < 0:
+        raise ValueError(f"synth: the seed must be >= 0, got {seed}")
     root = Path(root)
     held = [name for name in ("leftImg8bit", "gtFine") if (root / name).exists()]
     if held:  # new frames among old ones would make a mixed data set, of mixed sizes perhaps
@@ -338,21 +350,26 @@ def generate(root, n_train=300, n_val=60, height=128, width=256, seed=0):
     except OSError as error:
         raise PermissionError(f"synth: output folder {root} cannot be made ({error.strerror}): "
                               f"choose another") from None
-    rng = np.random.default_rng(seed)
-    for split, count in (("train", n_train), ("val", n_val)):
-        cities = SPLIT_CITIES[split]
-        for i in range(count):
-            city = cities[i % len(cities)]
-            seq = i // len(cities)
-            frame = 19 if i % 5 else 100 + 7 * i  # not always 000019
-            stem = f"{city}_{seq:06d}_{frame:06d}"
-            folder_img = root / "leftImg8bit" / split / city
-            folder_gt = root / "gtFine" / split / city
-            folder_img.mkdir(parents=True, exist_ok=True)
-            folder_gt.mkdir(parents=True, exist_ok=True)
-            frame_rng = np.random.default_rng([seed, 0 if split == "train" else 1, i])
-            _write_frame(folder_img, folder_gt, stem, *render_scene(frame_rng, height, width))
-    del rng
+    work = Path(tempfile.mkdtemp(prefix=".synth-tmp-", dir=root))
+    try:
+        for split, count in (("train", n_train), ("val", n_val)):
+            cities = SPLIT_CITIES[split]
+            for i in range(count):
+                city = cities[i % len(cities)]
+                seq = i // len(cities)
+                frame = 19 if i % 5 else 100 + 7 * i  # not always 000019
+                stem = f"{city}_{seq:06d}_{frame:06d}"
+                folder_img = work / "leftImg8bit" / split / city
+                folder_gt = work / "gtFine" / split / city
+                folder_img.mkdir(parents=True, exist_ok=True)
+                folder_gt.mkdir(parents=True, exist_ok=True)
+                frame_rng = np.random.default_rng([seed, 0 if split == "train" else 1, i])
+                _write_frame(folder_img, folder_gt, stem, *render_scene(frame_rng, height, width))
+        for name in ("leftImg8bit", "gtFine"):
+            (work / name).mkdir(exist_ok=True)  # no frames at all: still the layout
+            os.replace(work / name, root / name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return root
 
 
