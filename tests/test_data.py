@@ -344,3 +344,17 @@ def test_a_prediction_grid_needs_one_target_and_prediction_per_image(tmp_path):
         save_prediction_grid(tmp_path / "g.png", [image, image], [ids], [ids, ids])
     save_prediction_grid(tmp_path / "g.png", [image], [ids], [ids])  # all void: a legend still
     assert (tmp_path / "g.png").stat().st_size > 0
+
+
+def test_a_killed_generations_folders_are_removed_once_a_day_old(tmp_path):
+    import os
+    import time
+    root = tmp_path / "cache" / "set"
+    root.parent.mkdir()
+    dead, fresh = root.parent / "set.tmp-dead", root.parent / "set.tmp-running"
+    for folder in (dead, fresh):
+        (folder / "leftImg8bit").mkdir(parents=True)
+    day_ago = time.time() - synth.ABANDONED_AFTER_S - 60
+    os.utime(dead, (day_ago, day_ago))
+    synth.ensure_synthetic(root, n_train=1, n_val=1, height=16, width=32)
+    assert not dead.exists() and fresh.exists()  # another process may still be writing that one

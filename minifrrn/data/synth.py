@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -380,6 +381,21 @@ def default_synthetic_root() -> Path:
     return Path(base) / SYNTH_VERSION
 
 
+ABANDONED_AFTER_S = 24 * 3600  # a generation takes seconds; a day-old temporary folder is dead
+
+
+def _remove_abandoned(root):
+    """Remove the temporary folders of generations that were killed (a crash or SIGKILL skips
+    their own clean-up), recognised by age: none still running is a day old."""
+    now = time.time()
+    for folder in [*root.parent.glob(root.name + ".tmp-*"), *root.parent.glob(root.name + ".old-*")]:
+        try:
+            if now - folder.stat().st_mtime > ABANDONED_AFTER_S:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # removed by another process in the meantime
+            pass
+
+
 def ensure_synthetic(root=None, n_train=300, n_val=60, height=128, width=256, seed=0) -> Path:
     """Return the root of the synthetic data set, generating it first if it is absent.
 
@@ -395,6 +411,7 @@ def ensure_synthetic(root=None, n_train=300, n_val=60, height=128, width=256, se
     if _is_complete(root, settings):
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(root)
     tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
     stale = None
     try:
