@@ -532,3 +532,14 @@ def test_a_run_whose_settings_were_stored_as_whole_floats_resumes(data_root, tmp
     resumed = run_config(str(out), steps=3)
     assert resumed.val_every == 2 and isinstance(resumed.val_every, int)
     Trainer(resumed).run()
+
+
+def test_a_root_given_one_level_too_deep_is_named_and_leaves_no_run_folder(data_root, tmp_path,
+                                                                         capsys):
+    out = tmp_path / "deep"
+    assert main(["train", "--data", str(data_root / "leftImg8bit"), "--out", str(out),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"the dataset root is the folder holding leftImg8bit/ and gtFine/, here probably " \
+           f"{data_root}" in err
+    assert not out.exists()

@@ -44,7 +44,10 @@ def find_frames(root, split):
     label_dir = root / "gtFine" / split
     for folder in (image_dir, label_dir):
         if not folder.is_dir():
-            raise FileNotFoundError(f"split folder {folder} does not exist")
+            # a common slip: the root given one level too deep, at leftImg8bit/ or gtFine/
+            hint = (f": the dataset root is the folder holding leftImg8bit/ and gtFine/, here "
+                    f"probably {root.parent}" if root.name in ("leftImg8bit", "gtFine") else "")
+            raise FileNotFoundError(f"split folder {folder} does not exist{hint}")
     frames = []
     for image_path in sorted(image_dir.glob("*/*_leftImg8bit.png")):
         stem = image_path.name[:-len("_leftImg8bit.png")]

@@ -264,16 +264,27 @@ class Trainer:
             config.out = str(_resume_folder(config.out))
         if config.data != "synthetic":  # absolute, so that the run resumes from any folder
             config.data = str(Path(config.data).resolve())
+        made = False  # whether this run made its folder: then a failed setup removes it again
         if config.resume:
             self.out = Path(config.out)
             self._saved = self._load_resumable()  # checked against config before any work
         else:
+            made = not config.out or not Path(config.out).exists()
             self.out = Path(config.out) if config.out else _default_out(config)
             held = [name for name in ("last.npz", "log.jsonl") if (self.out / name).exists()]
             if held:
                 raise FileExistsError(f"{self.out} already holds a run ({held[0]}): continue it "
                                       f"with --resume, or choose another --out")
-        self._check_writable()
+        try:
+            self._check_writable()
+            self._set_up(config)
+        except BaseException:
+            if made and self.out.is_dir() and not any(self.out.iterdir()):
+                self.out.rmdir()  # a bad --data or size leaves no empty run folder behind
+            raise
+
+    def _set_up(self, config):
+        """The data, the model, the optimiser and its schedule, and the loader of the run."""
         self.root = ensure_synthetic() if config.data == "synthetic" else Path(config.data)
         self.train_set = Cityscapes(self.root, "train", config.downsample, augment=True,
                                     max_shift=config.max_shift, seed=config.seed,
