@@ -538,8 +538,8 @@ def _run_backward(root: _Node, root_grad):
             gradient = pending.pop(node, None) if node is not None else None
             if gradient is not None and node.retains_grad:
                 # a copy: the array flows on, and may be the caller's or another tensor's too
-                node.grad = _array(gradient).copy() if node.grad is None else _array(node.grad +
-                                                                                     gradient)
+                total = gradient.copy() if node.grad is None else node.grad + gradient
+                node.grad = _array(total)
             if gradient is None:
                 like = next(iter(pending.values()), root_grad)
                 xp = get_array_module(like)

@@ -21,7 +21,8 @@ def save_prediction_grid(path, images, targets, predictions, titles=None):
     """Rows of image | ground truth | prediction, with a legend of the classes present."""
     from matplotlib.patches import Patch
     n = len(images)
-    if n == 0 or len(targets) != n or len(predictions) != n or (titles and len(titles) != n):
+    titled = titles is not None and len(titles) > 0
+    if n == 0 or len(targets) != n or len(predictions) != n or (titled and len(titles) != n):
         raise ValueError(f"save_prediction_grid: one target and one prediction (and title) per "
                          f"image, at least one image; got {n} images, {len(targets)} targets, "
                          f"{len(predictions)} predictions")
@@ -37,7 +38,7 @@ def save_prediction_grid(path, images, targets, predictions, titles=None):
             ax.set_axis_off()
             if i == 0:
                 ax.set_title(title)
-        if titles is not None and len(titles):
+        if titled:
             axes[i, 0].text(2, 10, titles[i], color="white", fontsize=8,
                             bbox=dict(facecolor="black", alpha=0.5, pad=1))
     handles = [Patch(color=PALETTE[c] / 255.0, label=CLASS_NAMES[c]) for c in sorted(present)]
@@ -51,7 +52,7 @@ def plot_curves(path, steps, losses, val_steps=None, val_ious=None):
     """Training loss (and validation mIoU on a second axis) against the step."""
     fig = _figure(figsize=(7, 4))
     ax = fig.subplots()
-    # a marker where a point has no neighbour to join (one step, or between NaN losses)
+    # markers on short runs: a run of one step has one point, which a line alone does not draw
     ax.plot(steps, losses, color="tab:blue", lw=1, marker="." if len(steps) < 50 else None,
             label="training loss")
     ax.set_xlabel("step")

@@ -24,14 +24,21 @@ def test_perfect_prediction_scores_one():
     assert "Score Average" in format_table(r)
 
 
-def test_class_iou_by_hand_with_void_ground_truth_free():
-    # GT:   road road road | sidewalk sidewalk | unlabeled(0) unlabeled(0)
-    # pred: road road side | sidewalk road     | road         sidewalk
+def seven_pixel_results():
+    """The results of one 7-pixel frame, small enough to score by hand:
+
+    GT:   road road road | sidewalk sidewalk | unlabeled(0) unlabeled(0)
+    pred: road road side | sidewalk road     | road         sidewalk
+    """
     gt = np.array([[ROAD, ROAD, ROAD, SIDEWALK, SIDEWALK, 0, 0]])
     pred = np.array([[ROAD, ROAD, SIDEWALK, SIDEWALK, ROAD, ROAD, SIDEWALK]])
     ev = CityscapesEvaluator()
     ev.add(pred, gt)
-    r = ev.results()
+    return ev.results()
+
+
+def test_class_iou_by_hand_with_void_ground_truth_free():
+    r = seven_pixel_results()
     # road: TP 2, FN 1, FP 1 (the sidewalk pixel; the void pixel predicted road is not FP) -> 2/4
     assert r["classScores"]["road"] == pytest.approx(2 / 4)
     # sidewalk: TP 1, FN 1, FP 1 -> 1/3
@@ -201,11 +208,7 @@ def test_evaluator_names_a_ground_truth_of_the_wrong_kind():
 
 def test_results_carry_the_official_priors_and_labels():
     # 7 ground-truth pixels: road 3, sidewalk 2, unlabeled 2 (void pixels count in the priors)
-    gt = np.array([[ROAD, ROAD, ROAD, SIDEWALK, SIDEWALK, 0, 0]])
-    pred = np.array([[ROAD, ROAD, SIDEWALK, SIDEWALK, ROAD, ROAD, SIDEWALK]])
-    ev = CityscapesEvaluator()
-    ev.add(pred, gt)
-    r = ev.results()
+    r = seven_pixel_results()
     assert r["priors"]["road"] == pytest.approx(3 / 7)
     assert r["priors"]["sidewalk"] == pytest.approx(2 / 7)
     assert r["priors"]["unlabeled"] == pytest.approx(2 / 7) and r["priors"]["car"] == 0
