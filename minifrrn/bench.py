@@ -5,7 +5,8 @@ in the same run, as a ratio.
   calls (forward W·cols, backward gy·colsᵀ and Wᵀ·gy) on operands of the same shapes, into outputs
   allocated beforehand.
 * Batch norm, pooling and upsampling are memory-bound: their floor is one pass of memory traffic over
-  their inputs and outputs (forward and backward), at the copy bandwidth measured on this machine.
+  their inputs and outputs (forward and backward), as the time of a copy that moves as many bytes,
+  timed in turn with the op.
 * A whole training step (forward + backward, no optimiser) is compared with the sum of the GEMM floors
   of every convolution it runs: each repeat runs the step, then each distinct convolution's floor
   GEMMs once, and that repeat's floor is their times weighted by how often the step runs them.
@@ -13,8 +14,8 @@ in the same run, as a ratio.
   convolution of a FRRN A or B training step, at the size the model is trained at, against its
   floor, and their total weighted by how often the step runs each.
 
-The ``spread`` column is (max − min)/median over the repeats: of each repeat's ratio for the
-convolutions and the training steps (timed in turn with their floors), of the time otherwise. A
+The ``spread`` column is (max − min)/median over the repeats: of each repeat's ratio for the rows
+timed in turn with their floors (every row with a floor), of the time otherwise. A
 large spread marks a figure that the machine's load moved; rerun before reading much into it.
 
 On a GPU every timing synchronises and uses CUDA events. Peak memory is the peak of NumPy allocations
@@ -36,6 +37,7 @@ import numpy as np
 
 from . import functional as F
 from .autograd import is_grad_enabled, tensor
+from .functional import cpu_parallel as par
 from .backend import check_device, cupy_or_none, get_array_module
 
 __all__ = ["Row", "Context", "run_benchmarks", "format_rows", "conv_gemm_floor", "conv_gemm_step",
@@ -152,8 +154,22 @@ def _measure_machine(ctx, tiny):
     ctx.gemm_gflops = 2 * n ** 3 / t / 1e9
     src = _rand(ctx, (4 * 2 ** 20 if tiny else 32 * 2 ** 20,))
     dst = xp.empty_like(src)
-    t = _timer(ctx, lambda: xp.copyto(dst, src), repeats=5)
+    t = _timer(ctx, lambda: copy_pass(dst, src), repeats=5)
     ctx.bandwidth_gbs = 2 * src.nbytes / t / 1e9  # read + write
+
+
+def copy_pass(dst, src):
+    """Copy the 1-D array ``src`` into ``dst`` as fast as the machine's memory allows, the memory-
+    bound ops' floor: on the CPU in cache-sized pieces on the threads those ops use (one core's
+    ``np.copyto`` of arrays larger than the cache moved 13 GB/s on a 2-core Xeon, where both
+    cores moved 24), on the GPU as one copy."""
+    xp = get_array_module(dst)
+    if xp is not np:
+        xp.copyto(dst, src)
+        return
+    piece = par.CACHE_BLOCK_BYTES // src.itemsize
+    par.run_ranges(lambda a, b: np.copyto(dst[a:b], src[a:b]), par.ranges(src.size, piece),
+                   src.size)
 
 
 def conv_gemm_floor(ctx, N, C, OC, H, W, k, stride=1, input_grad=True):
@@ -225,9 +241,10 @@ def _conv_gemms(ctx, N, C, OC, H, W, k, stride=1, input_grad=True, buffers=None)
 def _append_paired(ctx, row, times, floors, flops):
     """Fill ``row`` from times and floors (seconds) measured in turn, repeat by repeat: the
     medians, their ratio, the spread of the per-repeat ratios and the GFLOP/s of ``flops`` at the
-    median time; append it to the context's rows."""
+    median time (none for ``flops=None``); append it to the context's rows."""
     t, floor = statistics.median(times), statistics.median(floors)
-    row.ms, row.floor_ms, row.ratio, row.gflops = t * 1e3, floor * 1e3, t / floor, flops / t / 1e9
+    row.ms, row.floor_ms, row.ratio = t * 1e3, floor * 1e3, t / floor
+    row.gflops = None if flops is None else flops / t / 1e9
     row.spread_pct = spread_pct([a / b for a, b in zip(times, floors)])
     ctx.rows.append(row)
 
@@ -250,6 +267,9 @@ def _bench_conv(ctx, N, C, OC, H, W, k, input_grad=True, name="conv2d fwd+bwd", 
 
 
 def _bench_memory_bound(ctx, name, shape, fn, traffic_bytes):
+    """Time ``fn`` forward+backward in turn with its floor: a copy that moves the op's memory
+    traffic (``traffic_bytes(x bytes, y bytes)``, half of it read and half written), so that a
+    slow stretch of the machine falls on the op and its floor alike, as for the convolutions."""
     x = tensor(_rand(ctx, shape), requires_grad=True)
     out = fn(x)
     gy = _rand(ctx, out.shape, 3)
@@ -258,10 +278,12 @@ def _bench_memory_bound(ctx, name, shape, fn, traffic_bytes):
         x.zero_grad()
         fn(x).backward(gy)
 
-    t, spread = _timer_with_spread(ctx, step)
-    floor = traffic_bytes(x.data.nbytes, out.data.nbytes) / (ctx.bandwidth_gbs * 1e9)
-    ctx.rows.append(Row(name, "x".join(map(str, shape)), t * 1e3, floor * 1e3, t / floor,
-                        note="floor: one pass of memory traffic", spread_pct=spread))
+    half = traffic_bytes(x.data.nbytes, out.data.nbytes) // 2
+    src = ctx.xp.full(half // 4, 1.5, np.float32)  # filled: every page is touched before timing
+    dst = ctx.xp.empty_like(src)
+    times, floors = timed_runs([step, lambda: copy_pass(dst, src)], ctx.device, ctx.repeats)
+    _append_paired(ctx, Row(name, "x".join(map(str, shape)), 0.0,
+                            note="floor: one pass of memory traffic"), times, floors, None)
 
 
 def _conv_shapes_of(model, x):

@@ -244,3 +244,55 @@ def test_bench_json_naming_a_folder_is_refused_before_running(tmp_path, capsys):
 def test_compare_refuses_the_options_of_a_run(tmp_path, capsys, option):
     assert main(["bench", "--compare", "a.json", "b.json"] + option) == 2
     assert f"drop {option[0]}" in capsys.readouterr().err
+
+
+def test_copy_pass_copies_every_element_on_the_threads_the_ops_use(monkeypatch):
+    import numpy as np
+
+    from minifrrn import bench
+    from minifrrn.functional import cpu_parallel as par
+    monkeypatch.setenv("MINIFRRN_CPU_THREADS", "2")
+    threads_seen = set()
+    copy_into = np.copyto
+
+    def recording_copy(dst, src):
+        import threading
+        threads_seen.add(threading.current_thread().name.split("_")[0])
+        copy_into(dst, src)
+
+    monkeypatch.setattr(bench.np, "copyto", recording_copy)
+    # an odd length above the size at which the ops go parallel: the last piece is a short one
+    src = np.random.default_rng(3).standard_normal(par.MIN_PARALLEL_ELEMENTS + 12345).astype(
+        np.float32)
+    dst = np.full_like(src, np.nan)
+    bench.copy_pass(dst, src)
+    np.testing.assert_array_equal(dst, src)
+    assert threads_seen == {"minifrrn-cpu"}  # on the pool's threads, as the ops' own copies
+
+
+def test_memory_bound_floor_copies_the_ops_traffic_in_turn_with_it(monkeypatch):
+    from minifrrn import bench
+    copy_pass, events = bench.copy_pass, []
+
+    def recording_copy_pass(dst, src):
+        events.append(("copy", src.nbytes))
+        copy_pass(dst, src)
+
+    monkeypatch.setattr(bench, "copy_pass", recording_copy_pass)
+    ctx = bench.Context("cpu", 3, bench.np)
+    shape = (1, 4, 16, 32)
+
+    def op(x):
+        events.append(("op", None))
+        return bench.F.max_pool2d(x, 2)
+
+    bench._bench_memory_bound(ctx, "pool", shape, op, lambda xb, yb: 2 * xb + 2 * yb)
+    x_bytes = 4 * 16 * 32 * 4
+    y_bytes = x_bytes // 4
+    # one call of op for its output's shape, then warm-up and repeats alternate op and copy
+    assert [kind for kind, _ in events] == ["op"] + ["op", "copy"] * 4
+    # the copy reads half the traffic and writes the other half
+    assert {size for kind, size in events if kind == "copy"} == {(2 * x_bytes + 2 * y_bytes) // 2}
+    (row,) = ctx.rows
+    assert row.ratio == pytest.approx(row.ms / row.floor_ms)
+    assert row.gflops is None and row.spread_pct is not None
