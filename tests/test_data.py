@@ -107,6 +107,33 @@ def test_majority_vote_downsampling_by_hand():
     assert downsample_labels(tie, 2)[0, 0] == 255  # exactly half is not a majority
 
 
+@pytest.mark.parametrize("ids,factor,message", [
+    # 300 would be counted as id 44 of the next cell: refused, not miscounted
+    (np.array([[0, 0], [300, 0]], np.int32), 2, r"ids must lie in 0\.\.255, got 0\.\.300"),
+    (np.array([[0, -1], [0, 0]], np.int32), 2, r"ids must lie in 0\.\.255, got -1\.\.0"),
+    (np.zeros((2, 2), np.float32), 2, "integer ids, got float32"),
+    (np.zeros((1, 2, 2), np.uint8), 2, r"\(H, W\) map .* shape \(1, 2, 2\)"),
+    (np.zeros((2, 2), np.uint8), 0, "factor must be a positive integer, got 0"),
+    (np.zeros((2, 2), np.uint8), 1.5, "factor must be a positive integer, got 1.5"),
+])
+def test_majority_vote_downsampling_refuses_what_it_cannot_count(ids, factor, message):
+    with pytest.raises(ValueError, match=message):
+        downsample_labels(ids, factor)
+
+
+def test_majority_vote_downsampling_takes_wider_integer_maps_in_range():
+    t = np.array([[7, 7], [7, 255]], np.int64)
+    np.testing.assert_array_equal(downsample_labels(t, 2), [[7]])
+
+
+def test_a_one_bit_label_file_is_named_as_such(tmp_path):
+    from minifrrn.data import read_label_ids
+    path = tmp_path / "x_gtFine_labelIds.png"
+    Image.new("1", (4, 4)).save(path)
+    with pytest.raises(ValueError, match=r"mode '1' image \(1 channel\): .*mode 'L'"):
+        read_label_ids(path)
+
+
 def test_translation_keeps_image_and_label_aligned():
     H, W = 12, 16
     label = (np.arange(H * W) % 19).reshape(H, W).astype(np.uint8)

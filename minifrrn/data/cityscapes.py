@@ -117,8 +117,10 @@ def read_label_ids(path):
     """Label ids uint8 (H, W); a multi-channel file or an id outside 0..33 is an error naming it."""
     image = _open(path)
     if image.mode not in ("L", "P", "I;16", "I"):
-        raise ValueError(f"{path} has mode {image.mode} ({len(image.getbands())} channels): label "
-                         f"files must be single-channel label ids (mode L)")
+        bands = len(image.getbands())
+        raise ValueError(f"{path} is a mode {image.mode!r} image ({bands} channel"
+                         f"{'' if bands == 1 else 's'}): label files must be single-channel 8-bit "
+                         f"label ids (mode 'L')")
     ids = np.asarray(image)
     if ids.ndim != 2:
         raise ValueError(f"{path} has {ids.shape[-1]} channels: label ids must be single-channel")
@@ -145,7 +147,24 @@ def downsample_image(image, factor):
 
 
 def downsample_labels(train_ids, factor, num_values=256):
-    """Majority vote per factor×factor cell; void (255) where the winner holds ≤ half the cell."""
+    """Majority vote per factor×factor cell; void (255) where the winner holds ≤ half the cell.
+
+    ``train_ids`` is an (H, W) map of integer ids in 0..num_values − 1 (trainIds and void 255 by
+    default): the counts of all cells share one array, so an id outside that range would be counted
+    in a neighbouring cell."""
+    train_ids = np.asarray(train_ids)
+    if train_ids.ndim != 2 or not np.issubdtype(train_ids.dtype, np.integer):
+        raise ValueError(f"downsample_labels: train_ids must be an (H, W) map of integer ids, got "
+                         f"{train_ids.dtype} of shape {train_ids.shape}")
+    if not isinstance(factor, (int, np.integer)) or isinstance(factor, bool) or factor < 1:
+        raise ValueError(f"downsample_labels: factor must be a positive integer, got {factor!r}")
+    if not 1 <= num_values <= 256:
+        raise ValueError(f"downsample_labels: num_values must be in 1..256 (the result is uint8, "
+                         f"void 255), got {num_values}")
+    if train_ids.size and (train_ids.min() < 0 or train_ids.max() >= num_values):
+        raise ValueError(f"downsample_labels: ids must lie in 0..{num_values - 1}, got "
+                         f"{train_ids.min()}..{train_ids.max()}; map label ids to trainIds first "
+                         f"(labels.ID2TRAIN) or pass num_values")
     if factor == 1:
         return train_ids
     H, W = train_ids.shape
