@@ -316,6 +316,14 @@ def test_an_image_too_large_to_decode_safely_is_a_one_line_error(tmp_path, monke
         read_image(tmp_path / "big.png")
 
 
+def test_a_dark_16_bit_grey_image_is_scaled_from_its_16_bit_range(tmp_path):
+    # 200 of 65535 is nearly black: read as 1, not as 200 of 255 (Pillow before 10.3 opened such a
+    # PNG as 32-bit "I", whose range read_image can only guess from its largest value)
+    from minifrrn.data import read_image
+    Image.fromarray(np.full((4, 4), 200, np.uint16)).save(tmp_path / "dark.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "dark.png")[0, 0], [1, 1, 1])
+
+
 def test_collate_of_no_samples_says_so():
     from minifrrn.data.loader import collate
     with pytest.raises(ValueError, match="collate: no samples"):
