@@ -425,6 +425,90 @@ def test_resume_refuses_fewer_steps_than_done_and_lets_checkpointing_change(data
     assert json.loads((out / "config.json").read_text())["checkpointing"] is False
 
 
+def test_a_run_stopped_before_its_first_checkpoint_is_started_again(data_root, tmp_path):
+    # killed at step 1 of 4, before the validation at step 2 saved anything: a log, no checkpoint
+    out = tmp_path / "early"
+    out.mkdir()
+    (out / "log.jsonl").write_text('{"step": 1, "loss": 9.0, "lr": 0.001}\n')
+    (out / "config.json").write_text("{}")
+    # --resume cannot continue it, and says what can
+    with pytest.raises(FileNotFoundError, match="stopped before its first checkpoint; start it "
+                                                "again .minifrrn train --out .*without --resume"):
+        Trainer(config(data_root, out, steps=4, resume=True))
+    # the same command without --resume starts it again, with a log of its own steps only
+    Trainer(config(data_root, out, steps=2)).run()
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps[:2] == [1, 2] and "loss" in json.loads(
+        (out / "log.jsonl").read_text().splitlines()[0])
+    assert json.loads((out / "log.jsonl").read_text().splitlines()[0])["loss"] != 9.0
+
+
+def test_a_bare_resume_names_the_newest_run_when_it_cannot_be_resumed(data_root, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Trainer(config(data_root, tmp_path / "runs" / "older", steps=2)).run()
+    newer = tmp_path / "runs" / "newer"
+    newer.mkdir()
+    (newer / "log.jsonl").write_text('{"step": 1, "loss": 9.0, "lr": 0.001}\n')
+    stamp = (tmp_path / "runs" / "older" / "last.npz").stat().st_mtime + 10
+    os.utime(newer / "log.jsonl", (stamp, stamp))
+    # not the older run, which a bare --resume used to finish again in its place
+    with pytest.raises(FileNotFoundError, match="runs/newer stopped before its first checkpoint"):
+        run_config()
+
+
+def test_a_killed_write_leaves_no_temporary_file_behind_for_good(data_root, tmp_path):
+    Trainer(config(data_root, tmp_path / "tmpfiles", steps=2)).run()
+    for name in ("best.npz.k1ll3d.tmp", "last.npz.abc.tmp", "log.jsonl.x.tmp"):
+        (tmp_path / "tmpfiles" / name).write_bytes(b"half a file")
+    (tmp_path / "tmpfiles" / "notes.tmp").write_text("the user's")
+    Trainer(config(data_root, tmp_path / "tmpfiles", steps=3, resume=True)).run()
+    assert sorted(p.name for p in (tmp_path / "tmpfiles").glob("*.tmp")) == ["notes.tmp"]
+
+
+def test_a_corrupt_best_checkpoint_is_named_when_resuming_not_after_training(data_root, tmp_path):
+    out = tmp_path / "badbest"
+    Trainer(config(data_root, out, steps=2)).run()
+    data = (out / "best.npz").read_bytes()
+    (out / "best.npz").write_bytes(data[:len(data) // 2])
+    log_before = (out / "log.jsonl").read_text()
+    with pytest.raises(CheckpointError, match="best.npz is unreadable .*: move it away and resume"):
+        Trainer(config(data_root, out, steps=3, resume=True))
+    assert (out / "log.jsonl").read_text() == log_before  # nothing was dropped from the log
+
+
+@pytest.mark.parametrize("garbage", [b"\xa8\xff\x00garbage\n", b"42\n", b'{"step": "x"}\n',
+                                     b"[1, 2]\n"])
+def test_a_damaged_log_line_is_dropped_when_resuming(data_root, tmp_path, garbage):
+    out = tmp_path / "damaged"
+    Trainer(config(data_root, out, steps=2)).run()
+    with open(out / "log.jsonl", "ab") as log:
+        log.write(garbage)
+    Trainer(config(data_root, out, steps=3, resume=True)).run()
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert all(isinstance(r, dict) and isinstance(r["step"], int) for r in records)
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3]
+
+
+def test_a_full_disk_while_writing_a_run_file_is_one_line_and_keeps_the_old_file(tmp_path,
+                                                                                 monkeypatch):
+    import errno
+
+    from minifrrn.training.checkpoint import atomic_write_text
+    path = tmp_path / "log.jsonl"
+    path.write_text("the old log\n")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="cannot write .*log.jsonl .No space left on device.; the "
+                                      "log.jsonl that was there, if any, is unchanged"):
+        atomic_write_text(path, "the new log\n")
+    assert path.read_text() == "the old log\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["log.jsonl"]  # no temporary file left
+
+
 def test_a_cut_log_line_does_not_block_resuming(data_root, tmp_path):
     Trainer(config(data_root, tmp_path / "cut", steps=2)).run()
     with open(tmp_path / "cut" / "log.jsonl", "a") as log:
@@ -434,12 +518,12 @@ def test_a_cut_log_line_does_not_block_resuming(data_root, tmp_path):
     assert all(json.loads(line) for line in lines)
 
 
-def test_a_failed_run_folder_is_refused_and_default_folders_never_collide(data_root, tmp_path,
-                                                                         monkeypatch):
-    (tmp_path / "failed").mkdir()
-    (tmp_path / "failed" / "log.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
-    with pytest.raises(FileExistsError, match="already holds a run .log.jsonl."):
-        Trainer(config(data_root, tmp_path / "failed"))
+def test_a_run_folder_with_a_checkpoint_is_refused_and_default_folders_never_collide(
+        data_root, tmp_path, monkeypatch):
+    Trainer(config(data_root, tmp_path / "done", steps=2)).run()
+    with pytest.raises(FileExistsError, match="already holds a run .last.npz.: continue it with "
+                                              "--resume"):
+        Trainer(config(data_root, tmp_path / "done"))
     from minifrrn.training.trainer import _default_out
     monkeypatch.chdir(tmp_path)
     first, second = _default_out(TrainConfig()), _default_out(TrainConfig())
@@ -543,3 +627,32 @@ def test_a_root_given_one_level_too_deep_is_named_and_leaves_no_run_folder(data_
     assert f"the dataset root is the folder holding leftImg8bit/ and gtFine/, here probably " \
            f"{data_root}" in err
     assert not out.exists()
+
+
+def test_ctrl_c_while_a_run_sets_up_is_one_line(data_root, tmp_path, monkeypatch, capsys):
+    # before the loop (drawing the synthetic scenes, say) no resume advice can be given, but the
+    # command still says it was interrupted
+    def interrupted(self, config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_set_up", interrupted)
+    assert main(["train", "--data", str(data_root), "--model", "tiny", "--out",
+                 str(tmp_path / "setup"), "--quiet"]) == 130
+    assert capsys.readouterr().err.strip() == "minifrrn train: interrupted"
+
+
+def test_a_full_disk_while_training_is_one_line_from_the_command(data_root, tmp_path, monkeypatch,
+                                                                 capsys):
+    import errno
+
+    from minifrrn.training import checkpoint
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", full)
+    assert main(["train", "--data", str(data_root), "--model", "tiny", "--downsample", "1",
+                 "--batch-size", "2", "--steps", "2", "--out", str(tmp_path / "full"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "No space left on device" in err and "unchanged" in err

@@ -74,8 +74,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: one line and the shell's code for it, no traceback
         print(f"minifrrn {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (CLIError, ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
-            IsADirectoryError, PermissionError, KeyError, GPUUnavailableError) as error:
+    # OSError: a full disk or a file-size limit among them (checkpoints and a run's files name the
+    # file and what is kept)
+    except (CLIError, ValueError, TypeError, OSError, KeyError, GPUUnavailableError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"minifrrn {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -82,12 +82,16 @@ def run(args):
         data = given.get("data", DEFAULTS.data)
         given.setdefault("downsample", 2 if data == "synthetic" else 4)
         config = TrainConfig(**{**given, **this_time, "out": args.out})
+    trainer = None
     try:
-        summary = Trainer(config).run()
+        trainer = Trainer(config)
+        summary = trainer.run()
     except TrainingDiverged as error:
         raise CLIError(str(error)) from None
     except KeyboardInterrupt:
-        return 130
+        if trainer is not None and getattr(trainer, "said_interrupted", False):
+            return 130  # the trainer said where it saved and how to continue
+        raise  # setup or the final evaluation: the command's one line
     print(f"done: {summary['step']} steps, best validation mIoU {summary['best_miou']:.3f}; "
           f"run folder {summary['out']}")
     official = summary.get("official")

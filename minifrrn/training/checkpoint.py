@@ -3,6 +3,7 @@ and the run's configuration, written atomically (a temporary file in the same fo
 so that a crash while saving never destroys the previous checkpoint."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -13,7 +14,8 @@ import numpy as np
 
 from ..backend import as_numpy
 
-__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "FORMAT_VERSION"]
+__all__ = ["save_checkpoint", "load_checkpoint", "atomic_write_text", "remove_stale_temporaries",
+           "CheckpointError", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 
@@ -38,21 +40,50 @@ def save_checkpoint(path, model_state, optimizer_state=None, meta=None):
             arrays[f"optim/{k}"] = as_numpy(v)
     header = {"format": FORMAT_VERSION, "optimizer_scalars": scalars, **(meta or {})}
     arrays["meta"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    _write_atomically(path, lambda handle: np.savez(handle, **arrays))
+    return path
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` to ``path`` as checkpoints are written: a crash while writing leaves the file
+    that was there before whole (a run's log, config.json and results.json are written so)."""
+    path = Path(path)
+    _write_atomically(path, lambda handle: handle.write(text.encode()))
+    return path
+
+
+def _write_atomically(path, write):
+    """Call ``write(handle)`` on a temporary file beside ``path``, flush it to disk, then rename it
+    over ``path``. A full disk or a file-size limit becomes one line that names the file."""
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp makes the file readable by its owner only; a checkpoint gets the permissions of
         # any other file the process writes (0666 less the umask)
         os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise OSError(error.errno, f"cannot write {path} ({error.strerror}); the {path.name} "
+                                       f"that was there, if any, is unchanged: free some space "
+                                       f"and run again") from None
         raise
-    return path
+
+
+def remove_stale_temporaries(folder, names):
+    """Remove the temporary files that a process killed while writing one of ``names`` in
+    ``folder`` left behind (``<name>.<random>.tmp``): nothing else would ever remove them."""
+    for name in names:
+        for leftover in Path(folder).glob(f"{name}.*.tmp"):
+            try:
+                leftover.unlink()
+            except FileNotFoundError:
+                pass
 
 
 def _corrupt(path, error):

@@ -28,7 +28,8 @@ from ..data.labels import TRAIN2ID
 from ..metrics import CityscapesEvaluator, ConfusionMatrix
 from ..models import MODELS, build_model
 from ..optim import Adam, CosineLR, PolyLR, StepLR
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import (CheckpointError, atomic_write_text, load_checkpoint,
+                         remove_stale_temporaries, save_checkpoint)
 
 __all__ = ["TrainConfig", "Trainer", "train", "TrainingDiverged", "resize_scores", "predict_scores",
            "evaluate_model", "evaluate_checkpoint", "load_model", "run_config", "RUN_SETTINGS"]
@@ -219,6 +220,8 @@ def _default_out(config):
 # poly schedule is then the curve of the new length, taken up at the current step: the rate jumps)
 RUN_SETTINGS = ("data", "model", "batch_size", "lr", "schedule", "milestone", "val_every",
                 "val_frames", "seed", "downsample", "max_shift", "loss")
+RUN_FILES = ("last.npz", "log.jsonl")  # what makes a folder a run's
+TEXT_FILES = ("log.jsonl", "config.json", "results.json")  # written whole by atomic_write_text
 
 
 def _resume_folder(out):
@@ -227,8 +230,8 @@ def _resume_folder(out):
         return Path(out)
     latest = _latest_run()
     if latest is None:
-        raise FileNotFoundError("--resume found no run with a last.npz under runs/: pass "
-                                "--out DIR of the run to resume")
+        raise FileNotFoundError("--resume found no run under runs/: pass --out DIR of the run to "
+                                "resume")
     return latest
 
 
@@ -237,9 +240,7 @@ def run_config(out=None, **changes) -> TrainConfig:
     run under runs/), set to resume it, with ``changes`` applied: ``minifrrn train --resume`` takes
     every setting it is not given from here."""
     folder = _resume_folder(out)
-    path = folder / "last.npz"
-    if not path.exists():
-        raise FileNotFoundError(f"--resume: {path} does not exist")
+    path = _last_checkpoint(folder)
     saved = load_checkpoint(path, arrays=False)[2].get("config") or {}  # the trainer reads the rest
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     # a whole number a run started from Python stored as a float (120.0) is the count it meant
@@ -249,9 +250,28 @@ def run_config(out=None, **changes) -> TrainConfig:
 
 
 def _latest_run(parent=Path("runs")):
-    runs = sorted((p for p in parent.glob("*") if (p / "last.npz").exists()),
-                  key=lambda p: (p / "last.npz").stat().st_mtime)
-    return runs[-1] if runs else None
+    """The run folder under ``parent`` that was written to last (its checkpoint or its log): the
+    run a bare ``--resume`` means, even one that stopped before its first checkpoint, which
+    ``_last_checkpoint`` then names rather than resuming an older run instead."""
+    def written(folder):
+        return max((folder / name).stat().st_mtime for name in RUN_FILES
+                   if (folder / name).exists())
+
+    runs = [p for p in parent.glob("*") if any((p / name).exists() for name in RUN_FILES)]
+    return max(runs, key=written) if runs else None
+
+
+
+def _last_checkpoint(folder):
+    """``folder``/last.npz, or an error that says why there is none and what to do."""
+    path = Path(folder) / "last.npz"
+    if path.exists():
+        return path
+    if (Path(folder) / "log.jsonl").exists() and not (Path(folder) / "best.npz").exists():
+        raise FileNotFoundError(f"--resume: {path} does not exist: the run in {folder} stopped "
+                                f"before its first checkpoint; start it again (minifrrn train "
+                                f"--out {folder}, without --resume)")
+    raise FileNotFoundError(f"--resume: {path} does not exist")
 
 
 class Trainer:
@@ -271,12 +291,16 @@ class Trainer:
         else:
             made = not config.out or not Path(config.out).exists()
             self.out = Path(config.out) if config.out else _default_out(config)
-            held = [name for name in ("last.npz", "log.jsonl") if (self.out / name).exists()]
+            # a log without a checkpoint is a run that stopped before its first save: nothing
+            # of it can be resumed, so it is started again (its log replaced)
+            held = [name for name in ("last.npz", "best.npz") if (self.out / name).exists()]
             if held:
                 raise FileExistsError(f"{self.out} already holds a run ({held[0]}): continue it "
                                       f"with --resume, or choose another --out")
         try:
             self._check_writable()
+            # what a process killed while writing left behind (a checkpoint of FRRN B: 100 MB)
+            remove_stale_temporaries(self.out, ("last.npz", "best.npz", *TEXT_FILES))
             self._set_up(config)
         except BaseException:
             if made and self.out.is_dir() and not any(self.out.iterdir()):
@@ -380,10 +404,16 @@ class Trainer:
     def _load_resumable(self):
         """The checkpoint to resume, refused if the run was started with other settings: a resumed
         run must be the run that stopped (same data, model, schedule, batches, augmentation)."""
-        path = self.out / "last.npz"
-        if not path.exists():
-            raise FileNotFoundError(f"--resume: {path} does not exist")
+        path = _last_checkpoint(self.out)
         model_state, optim_state, meta = load_checkpoint(path)
+        best = self.out / "best.npz"
+        if best.exists():  # read now, not when the final evaluation needs it after training
+            try:
+                load_checkpoint(best, arrays=False)
+            except CheckpointError as error:
+                raise CheckpointError(f"--resume: {best} is unreadable ({error.__cause__ or error}"
+                                      f"): move it away and resume; the next validation that "
+                                      f"beats the run's best writes a new one") from None
         if meta.get("model") != self.config.model:
             raise CheckpointError(f"checkpoint {path} is from model {meta.get('model')!r}, not "
                                   f"{self.config.model!r}: pass --model {meta.get('model')}")
@@ -423,14 +453,19 @@ class Trainer:
         log = self.out / "log.jsonl"
         if log.exists():
             kept = []
-            for line in log.read_text().splitlines():
+            # undecodable bytes and lines that are no record (cut short by a crash while they were
+            # written, or damaged since) are dropped with the records after the checkpoint
+            for line in log.read_bytes().decode("utf-8", errors="replace").splitlines():
                 try:
                     record = json.loads(line)
-                except ValueError:  # a line cut short by a crash while it was written
+                except ValueError:
                     continue
-                if record.get("step", 0) <= self.step and "averageScoreClasses" not in record:
+                step = record.get("step") if isinstance(record, dict) else None
+                if (isinstance(step, int) and step <= self.step
+                        and "averageScoreClasses" not in record):
                     kept.append(line)
-            log.write_text("".join(line + "\n" for line in kept))
+            # rewritten whole or not at all: a crash here must not take the history with it
+            atomic_write_text(log, "".join(line + "\n" for line in kept))
 
     # --- the loop ----------------------------------------------------------------------------------
     def loss_fn(self, logits, target):
@@ -497,7 +532,13 @@ class Trainer:
 
     def run(self):
         config = self.config
-        (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
+        self.said_interrupted = False
+        if not config.resume and (self.out / "log.jsonl").exists():
+            # the log of a run that stopped before its first checkpoint (see __init__)
+            (self.out / "log.jsonl").unlink()
+            self._say(f"{self.out} held the log of a run that stopped before its first "
+                      f"checkpoint: starting it again")
+        atomic_write_text(self.out / "config.json", json.dumps(dataclasses.asdict(config), indent=1))
         self._say(f"training {config.model} on {self.root} ({len(self.train_set)} train / "
                   f"{len(self.val_set)} val frames, {tuple(self.train_set[0]['image'].shape[1:])}) "
                   f"on {config.device}; run folder {self.out}")
@@ -530,6 +571,7 @@ class Trainer:
                         self._validate_and_save()
                     if self._stop_requested:
                         self.save()
+                        self.said_interrupted = True
                         self._say(f"interrupted at step {self.step}: saved {self.out / 'last.npz'};"
                                   f" continue with: minifrrn train --resume --out {self.out} "
                                   f"(from Python: the same TrainConfig with resume=True, "
@@ -549,7 +591,7 @@ class Trainer:
             results = evaluate_model(model, self.val_set, config.device, limit=config.val_frames,
                                      batch_size=config.batch_size)
             summary["official"] = {k: v for k, v in results.items() if k.startswith("average")}
-            (self.out / "results.json").write_text(json.dumps(results, indent=1))
+            atomic_write_text(self.out / "results.json", json.dumps(results, indent=1))
             self._log({"step": self.step, **summary["official"]})
         return summary
 
