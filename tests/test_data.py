@@ -393,3 +393,25 @@ def test_a_killed_generations_folders_are_removed_once_a_day_old(tmp_path):
     os.utime(dead, (day_ago, day_ago))
     synth.ensure_synthetic(root, n_train=1, n_val=1, height=16, width=32)
     assert not dead.exists() and fresh.exists()  # another process may still be writing that one
+
+
+def test_synth_removes_the_day_old_folders_of_generations_killed_in_its_output(tmp_path):
+    import os
+    import time
+    out = tmp_path / "out"
+    dead, fresh = out / ".synth-tmp-dead", out / ".synth-tmp-running"
+    for folder in (dead, fresh):
+        (folder / "leftImg8bit").mkdir(parents=True)
+    day_ago = time.time() - synth.ABANDONED_AFTER_S - 60
+    os.utime(dead, (day_ago, day_ago))
+    synth.generate(out, n_train=1, n_val=1, height=16, width=32)
+    assert not dead.exists() and fresh.exists()
+    assert (out / "gtFine" / "val").is_dir()
+
+
+def test_synth_names_the_half_set_a_generation_killed_between_its_moves_leaves(tmp_path):
+    out = tmp_path / "half"
+    (out / "leftImg8bit" / "train").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="holds leftImg8bit/ but no gtFine/.*remove "
+                                              ".*leftImg8bit and run again"):
+        synth.generate(out, n_train=1, n_val=1, height=16, width=32)

@@ -343,6 +343,10 @@ def generate(root, n_train=300, n_val=60, height=128, width=256, seed=0):
         raise ValueError(f"synth: the seed must be >= 0, got {seed}")
     root = Path(root)
     held = [name for name in ("leftImg8bit", "gtFine") if (root / name).exists()]
+    if held == ["leftImg8bit"]:  # moved into place first: a generation killed before gtFine/ was
+        raise FileExistsError(f"synth: {root} holds leftImg8bit/ but no gtFine/, the half that a "
+                              f"generation stopped between its two moves leaves: remove "
+                              f"{root / 'leftImg8bit'} and run again")
     if held:  # new frames among old ones would make a mixed data set, of mixed sizes perhaps
         raise FileExistsError(f"synth: {root} already holds a data set ({held[0]}/): choose a new "
                               f"or empty folder, or remove that one first")
@@ -351,6 +355,7 @@ def generate(root, n_train=300, n_val=60, height=128, width=256, seed=0):
     except OSError as error:
         raise PermissionError(f"synth: output folder {root} cannot be made ({error.strerror}): "
                               f"choose another") from None
+    _remove_abandoned(root / ".synth", suffixes=("-tmp-*",))  # left by generations killed here
     work = Path(tempfile.mkdtemp(prefix=".synth-tmp-", dir=root))
     try:
         for split, count in (("train", n_train), ("val", n_val)):
@@ -384,11 +389,12 @@ def default_synthetic_root() -> Path:
 ABANDONED_AFTER_S = 24 * 3600  # a generation takes seconds; a day-old temporary folder is dead
 
 
-def _remove_abandoned(root):
+def _remove_abandoned(root, suffixes=(".tmp-*", ".old-*")):
     """Remove the temporary folders of generations that were killed (a crash or SIGKILL skips
-    their own clean-up), recognised by age: none still running is a day old."""
+    their own clean-up), named ``root`` plus one of ``suffixes`` and recognised by age: none still
+    running is a day old."""
     now = time.time()
-    for folder in [*root.parent.glob(root.name + ".tmp-*"), *root.parent.glob(root.name + ".old-*")]:
+    for folder in [path for suffix in suffixes for path in root.parent.glob(root.name + suffix)]:
         try:
             if now - folder.stat().st_mtime > ABANDONED_AFTER_S:
                 shutil.rmtree(folder, ignore_errors=True)
