@@ -261,7 +261,6 @@ def _latest_run(parent=Path("runs")):
     return max(runs, key=written) if runs else None
 
 
-
 def _last_checkpoint(folder):
     """``folder``/last.npz, or an error that says why there is none and what to do."""
     path = Path(folder) / "last.npz"
@@ -410,10 +409,10 @@ class Trainer:
         if best.exists():  # read now, not when the final evaluation needs it after training
             try:
                 load_checkpoint(best, arrays=False)
-            except CheckpointError as error:
-                raise CheckpointError(f"--resume: {best} is unreadable ({error.__cause__ or error}"
-                                      f"): move it away and resume; the next validation that "
-                                      f"beats the run's best writes a new one") from None
+            except CheckpointError:
+                raise CheckpointError(f"--resume: {best} is corrupt or not a checkpoint: move it "
+                                      f"away and resume; the next validation that beats the "
+                                      f"run's best writes a new one") from None
         if meta.get("model") != self.config.model:
             raise CheckpointError(f"checkpoint {path} is from model {meta.get('model')!r}, not "
                                   f"{self.config.model!r}: pass --model {meta.get('model')}")
