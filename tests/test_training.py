@@ -443,6 +443,17 @@ def test_a_run_stopped_before_its_first_checkpoint_is_started_again(data_root, t
     assert json.loads((out / "log.jsonl").read_text().splitlines()[0])["loss"] != 9.0
 
 
+def test_a_run_whose_first_save_wrote_best_but_not_last_says_how_to_go_on(data_root, tmp_path):
+    out = tmp_path / "halfsave"
+    Trainer(config(data_root, out, steps=2)).run()
+    (out / "last.npz").unlink()  # a full disk between best.npz and last.npz at the first save
+    for resume in (False, True):
+        with pytest.raises((FileExistsError, FileNotFoundError),
+                           match="holds best.npz but no last.npz to resume from .*move best.npz "
+                                 "away to start the run again"):
+            Trainer(config(data_root, out, steps=2, resume=resume))
+
+
 def test_a_bare_resume_names_the_newest_run_when_it_cannot_be_resumed(data_root, tmp_path,
                                                                       monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -270,7 +270,16 @@ def _last_checkpoint(folder):
         raise FileNotFoundError(f"--resume: {path} does not exist: the run in {folder} stopped "
                                 f"before its first checkpoint; start it again (minifrrn train "
                                 f"--out {folder}, without --resume)")
+    if (Path(folder) / "best.npz").exists():
+        raise FileNotFoundError(f"--resume: {_best_without_last(folder)}")
     raise FileNotFoundError(f"--resume: {path} does not exist")
+
+
+def _best_without_last(folder):
+    """What to do with a run folder that holds best.npz but no last.npz, which nothing resumes:
+    a run whose first save stopped between the two files (best.npz is written first)."""
+    return (f"{folder} holds best.npz but no last.npz to resume from (the run's first save was "
+            f"cut short): move best.npz away to start the run again, or choose another --out")
 
 
 class Trainer:
@@ -292,10 +301,11 @@ class Trainer:
             self.out = Path(config.out) if config.out else _default_out(config)
             # a log without a checkpoint is a run that stopped before its first save: nothing
             # of it can be resumed, so it is started again (its log replaced)
-            held = [name for name in ("last.npz", "best.npz") if (self.out / name).exists()]
-            if held:
-                raise FileExistsError(f"{self.out} already holds a run ({held[0]}): continue it "
+            if (self.out / "last.npz").exists():
+                raise FileExistsError(f"{self.out} already holds a run (last.npz): continue it "
                                       f"with --resume, or choose another --out")
+            if (self.out / "best.npz").exists():
+                raise FileExistsError(_best_without_last(self.out))
         try:
             self._check_writable()
             # what a process killed while writing left behind (a checkpoint of FRRN B: 100 MB)
