@@ -158,6 +158,13 @@ def _measure_machine(ctx, tiny):
     ctx.bandwidth_gbs = 2 * src.nbytes / t / 1e9  # read + write
 
 
+# how the memory-bound rows' floor is measured, recorded with every --json run: a comparison of
+# runs whose floors were measured differently compares their times, not their ratios (runs made
+# before this was recorded used one core's copy of 128 MB, measured once at the start)
+MEMORY_FLOOR = "copy of the op's traffic on the ops' threads, in turn with the op"
+EARLIER_MEMORY_FLOOR = "one core's copy of 128 MB, measured once at the start"
+
+
 def copy_pass(dst, src):
     """Copy the 1-D array ``src`` into ``dst`` as fast as the machine's memory allows, the memory-
     bound ops' floor: on the CPU in cache-sized pieces on the threads those ops use (one core's
@@ -453,7 +460,8 @@ def run_benchmarks(device="cpu", quick=False, tiny=False, repeats=None, checkpoi
 def _machine(ctx):
     """What the figures were measured on: device, GEMM rate, copy bandwidth, versions, commit."""
     machine = {"device": ctx.device, "gemm_gflops": ctx.gemm_gflops,
-               "copy_bandwidth_gbs": ctx.bandwidth_gbs, "platform": platform.platform(),
+               "copy_bandwidth_gbs": ctx.bandwidth_gbs, "memory_floor": MEMORY_FLOOR,
+               "platform": platform.platform(),
                "numpy": np.__version__, "commit": _commit()}
     if ctx.device == "gpu":
         cp = cupy_or_none()
@@ -551,4 +559,9 @@ def format_comparison(old, new):
              if (r.name, r.shape) not in new_keys]
             + [f"only in new: {r.name}  {r.shape}" for r in new_rows
                if (r.name, r.shape) not in old_by_key])
+    floors = [machine.get("memory_floor", EARLIER_MEMORY_FLOOR)
+              for machine in (old_machine, new_machine)]
+    if floors[0] != floors[1]:
+        only.append(f"note: the memory-bound rows' floors were measured differently (old: "
+                    f"{floors[0]}; new: {floors[1]}): compare their times, not their ratios")
     return "\n".join(lines + only)

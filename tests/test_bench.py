@@ -296,3 +296,29 @@ def test_memory_bound_floor_copies_the_ops_traffic_in_turn_with_it(monkeypatch):
     (row,) = ctx.rows
     assert row.ratio == pytest.approx(row.ms / row.floor_ms)
     assert row.gflops is None and row.spread_pct is not None
+
+
+def test_compare_warns_when_the_memory_bound_floors_were_measured_differently(tmp_path, capsys):
+    import json
+
+    from minifrrn.bench import MEMORY_FLOOR
+    row = [("max_pool2d 2x2", "1x8x16x16", 4.0, 2.0, 2.0)]
+    earlier = _write_run(tmp_path / "earlier.json", row, "aaaaaaa")  # no memory_floor recorded
+    now, again = (_write_run(tmp_path / name, row, "bbbbbbb") for name in ("now.json", "again.json"))
+    for path in (now, again):
+        data = json.loads(open(path).read())
+        data["machine"]["memory_floor"] = MEMORY_FLOOR
+        open(path, "w").write(json.dumps(data))
+    assert main(["bench", "--compare", earlier, now]) == 0
+    note = capsys.readouterr().out.splitlines()[-1]
+    assert note.startswith("note: the memory-bound rows' floors were measured differently (old: "
+                           "one core's copy of 128 MB")
+    assert note.endswith("compare their times, not their ratios")
+    assert main(["bench", "--compare", now, again]) == 0
+    assert "note:" not in capsys.readouterr().out
+
+
+def test_a_bench_run_records_how_its_memory_bound_floor_was_measured():
+    from minifrrn.bench import MEMORY_FLOOR
+    _, machine = run_benchmarks("cpu", tiny=True, repeats=1, every_conv=True)
+    assert machine["memory_floor"] == MEMORY_FLOOR
