@@ -114,7 +114,14 @@ def gradcheck(fn, inputs, params=(), *, mode: str = "elementwise", eps: float = 
         if want:
             checked.append((f"input{i}", t))
     module_params, module_buffers = _module_tensors(fn)
-    extra = [(f"param{i}", p) for i, p in enumerate(params)]
+    # each tensor once: a parameter of fn's module listed again in params (or twice there) would
+    # be perturbed along two directions and its gradient counted twice
+    seen = {id(p) for _, p in module_params}
+    extra = []
+    for i, p in enumerate(params):
+        if id(p) not in seen:
+            seen.add(id(p))
+            extra.append((f"param{i}", p))
     originals = [(p, p.data, p.requires_grad) for _, p in module_params + extra]
     buffer_originals = [(b, b.data) for _, b in module_buffers]
     try:

@@ -98,3 +98,14 @@ def test_gradcheck_refuses_to_pass_when_there_is_nothing_to_check():
         mf.gradcheck(mf.functional.exp, x)
     with pytest.raises(ValueError, match="nothing to check"):
         mf.gradcheck(lambda labels: mf.tensor(np.ones(2)) * 2, [np.arange(3)])
+
+
+def test_a_modules_parameter_passed_again_in_params_is_checked_once():
+    # a correct network: listing its parameters in params too must not fail the directional check
+    rng = np.random.default_rng(8)
+    net = mf.nn.Conv2d(2, 3, 3)
+    x = rng.standard_normal((1, 2, 5, 5))
+    report = mf.gradcheck(net, [x], params=net.parameters(), mode="directional")
+    assert report.ok
+    elementwise = mf.gradcheck(net, [x], params=net.parameters())
+    assert elementwise.checked == mf.gradcheck(net, [x]).checked

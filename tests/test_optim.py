@@ -139,3 +139,22 @@ def test_adam_takes_the_edges_of_its_ranges():
     opt.step()
     # m = g and v̂ = g² after one step: p moves by lr against the sign of its gradient
     np.testing.assert_allclose(p.data, [0.9, -1.9])
+
+
+@pytest.mark.parametrize("make", [lambda ps: Adam(ps, lr=1e-2), lambda ps: SGD(ps, lr=1e-2)])
+def test_optimiser_state_follows_a_model_cast_after_it_was_made(make):
+    # float32 steps, then the model is cast to float64 (for a gradient check, say): the moments
+    # must not round the float64 gradients back to float32 in place
+    rng = np.random.default_rng(4)
+    net = mf.nn.Conv2d(2, 3, 3)
+    opt = make(net.parameters())
+    x = rng.standard_normal((1, 2, 5, 5))
+    net(mf.tensor(x.astype(np.float32))).sum().backward()
+    opt.step()
+    net.astype(np.float64)
+    opt.zero_grad()
+    net(mf.tensor(x)).sum().backward()
+    opt.step()
+    for name in opt._state_names:
+        assert all(a.dtype == np.float64 for a in getattr(opt, name) if a is not None)
+    assert all(p.dtype == np.float64 for p in net.parameters())

@@ -13,7 +13,7 @@ from minifrrn.data import synth
 from minifrrn.models import FRRN, frrn_tiny
 from minifrrn.optim import Adam
 from minifrrn.training import (CheckpointError, TrainConfig, Trainer, load_checkpoint, load_model,
-                               resize_scores, run_config, save_checkpoint)
+                               predict_scores, resize_scores, run_config, save_checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -667,3 +667,17 @@ def test_a_full_disk_while_training_is_one_line_from_the_command(data_root, tmp_
                  "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "No space left on device" in err and "unchanged" in err
+
+
+def test_a_float64_model_predicts_and_comes_back_from_its_checkpoint_as_float64(tmp_path):
+    model = frrn_tiny(seed=0).astype(np.float64).eval()
+    images = np.random.default_rng(2).random((1, 3, 32, 64))
+    scores = predict_scores(model, images)
+    assert scores.dtype == np.float64
+    save_checkpoint(tmp_path / "f64.npz", model.state_dict(), meta={"model": "tiny"})
+    loaded, _ = load_model(tmp_path / "f64.npz")
+    assert all(p.dtype == np.float64 for p in loaded.parameters())
+    np.testing.assert_array_equal(predict_scores(loaded, images), scores)
+    # float32 images go to a float64 model too, and float64 images to a float32 one
+    assert predict_scores(model, images.astype(np.float32)).dtype == np.float64
+    assert predict_scores(frrn_tiny(seed=0).eval(), images).dtype == np.float32

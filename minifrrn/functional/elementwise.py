@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import Function, Tensor, check_number_fits
+from ..autograd import Function, Tensor, check_number_fits, unwrap
 from ..backend import get_array_module
 
 __all__ = ["add", "sub", "mul", "div", "neg", "pow", "cast", "exp", "log", "relu", "sum", "mean"]
@@ -259,13 +259,24 @@ def pow(x, exponent):  # noqa: A001 - mirrors the operator's name
 
 
 def exp(x):
-    """exp(x)."""
+    """exp(x), of a float tensor."""
+    _check_float("exp", x)
     return Exp()(x)
 
 
 def log(x):
-    """Natural logarithm."""
+    """Natural logarithm, of a float tensor."""
+    _check_float("log", x)
     return Log()(x)
+
+
+def _check_float(name, x):
+    """Refuse integer and bool inputs to a function whose result is a float: NumPy would pick the
+    result's precision from the integer's width (float16 for uint8: exp(12) is inf)."""
+    dtype = getattr(unwrap(x), "dtype", None)  # a Python number goes through as a float would
+    if dtype is not None and dtype.kind != "f":
+        raise TypeError(f"{name}: x must be float32 or float64, got {dtype}: cast it first, "
+                        f"x.astype(np.float32)")
 
 
 def cast(x, dtype):

@@ -46,7 +46,19 @@ class Optimizer:
         self.steps += 1
         for i, p in enumerate(self.params):
             if p.grad is not None:
+                self._follow_parameter(i, p)
                 self.update(i, p)
+
+    def _follow_parameter(self, i, p):
+        """Bring parameter i's state to its dtype and device, if the model was cast
+        (``module.astype``) or moved (``module.to``) since the state was made: the in-place
+        updates would otherwise round a float64 gradient into float32 moments, or mix devices."""
+        xp = get_array_module(p.data)
+        for name in self._state_names:
+            arrays = getattr(self, name)
+            array = arrays[i]
+            if array is not None and (array.dtype != p.dtype or get_array_module(array) is not xp):
+                arrays[i] = xp.asarray(as_numpy(array) if xp is np else array).astype(p.dtype)
 
     def update(self, i, p):  # pragma: no cover - abstract
         raise NotImplementedError

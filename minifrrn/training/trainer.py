@@ -130,8 +130,11 @@ def predict_scores(model, images, device="cpu"):
     if images.dtype.kind != "f":
         raise TypeError(f"predict_scores: images must be floats in [0, 1], got {images.dtype}: "
                         f"divide 8-bit images by 255")
+    # in the model's own float type: a float64 model (for checks) takes float64 images
+    params = model.parameters() if hasattr(model, "parameters") else []
+    dtype = params[0].dtype if params else np.float32
     with no_grad():
-        x = tensor(to_device(images.astype(np.float32), device))
+        x = tensor(to_device(images.astype(dtype, copy=False), device))
         return model(x).data
 
 
@@ -179,6 +182,10 @@ def load_model(checkpoint, device="cpu", model=None):
                                   f"one of tiny, frrn_a, frrn_b: build it and pass it as "
                                   f"load_model(..., model=...)")
         model = build_model(name, num_classes=meta.get("num_classes", 19))
+        # in the checkpoint's float type: a float64 model saved for checks stays float64
+        dtypes = {np.asarray(v).dtype for v in model_state.values() if np.asarray(v).dtype.kind == "f"}
+        if dtypes == {np.dtype(np.float64)}:
+            model.astype(np.float64)
     else:
         name = type(model).__name__
     try:
