@@ -653,8 +653,10 @@ def recompute(fn, *inputs):
     recomputed during backward, trading one extra forward of ``fn`` for memory.
 
     ``fn`` is a module (anything with ``parameters()``; its ``buffers()`` are restored after the
-    re-run, so batch-norm statistics move once) or a plain function of tensors. The result and all
-    gradients equal those of ``fn(*inputs)``, on three conditions:
+    re-run, so batch-norm statistics move once) or a plain function of tensors. The result equals
+    ``fn(*inputs)``'s, and the gradients equal its gradients up to rounding (a gradient's
+    contributions may be added in another order: FRRN A's gradients differ by about 1e-6 relative
+    in float32, and Adam's steps carry that on), on three conditions:
 
     * parameters are found through ``fn`` only: a plain function (a lambda) that calls a module
       hides the module's parameters, which then get no gradient, and its buffers, which then move

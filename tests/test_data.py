@@ -415,3 +415,17 @@ def test_synth_names_the_half_set_a_generation_killed_between_its_moves_leaves(t
     with pytest.raises(FileExistsError, match="holds leftImg8bit/ but no gtFine/.*remove "
                                               ".*leftImg8bit and run again"):
         synth.generate(out, n_train=1, n_val=1, height=16, width=32)
+
+
+@pytest.mark.parametrize("seed", [2 ** 32 + 5, -1, 1.5, True])
+def test_a_seed_beyond_32_bits_is_refused_where_its_streams_would_be_another_seeds(tmp_path, seed):
+    from minifrrn.training import TrainConfig
+    write_frame(tmp_path / "cs", "train", "aachen", "aachen_000000_000019",
+                np.zeros((16, 32), np.uint8))
+    with pytest.raises(ValueError, match=r"seed must be a whole number in 0\.\.4294967295"):
+        Cityscapes(tmp_path / "cs", "train", seed=seed)
+    with pytest.raises(ValueError, match=r"seed must be a whole number in 0\.\.4294967295"):
+        DataLoader([0, 1, 2], 2, seed=seed)
+    with pytest.raises((ValueError, TypeError), match=r"seed"):
+        TrainConfig(seed=seed).validate()
+    assert DataLoader([0, 1, 2], 2, seed=2 ** 32 - 1).seed == 2 ** 32 - 1

@@ -5,9 +5,23 @@ import math
 
 import numpy as np
 
+from ..autograd import is_whole_number
 from .labels import VOID
 
-__all__ = ["translate", "random_translate", "gamma_from", "random_gamma", "default_max_shift"]
+__all__ = ["translate", "random_translate", "gamma_from", "random_gamma", "default_max_shift",
+           "check_seed"]
+
+SEED_LIMIT = 2 ** 32
+
+
+def check_seed(seed, owner="seed"):
+    """A seed is a whole number in 0..2³² − 1. The random streams are NumPy generators seeded with
+    [seed, epoch] and [seed, epoch, frame]; a larger seed takes two of those 32-bit words, and
+    its streams would be another seed's streams of other epochs and frames (2³² + 5 at epoch 0
+    repeats seed 5 at epoch 1)."""
+    if not is_whole_number(seed) or not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"{owner} must be a whole number in 0..{SEED_LIMIT - 1}, got {seed!r}")
+    return int(seed)
 
 
 def default_max_shift(width):

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..autograd import is_whole_number
-from .augment import default_max_shift, random_gamma, random_translate
+from .augment import check_seed, default_max_shift, random_gamma, random_translate
 from .labels import ID2TRAIN, VOID
 
 __all__ = ["Cityscapes", "Frame", "find_frames", "require_instance_files", "read_image",
@@ -210,6 +210,7 @@ class Cityscapes:
             raise ValueError(f"max_shift must be >= 0 pixels (or None for the default), got "
                              f"{max_shift}")
         downsample = int(downsample)
+        seed = check_seed(seed, "Cityscapes: seed")
         self.root, self.split, self.downsample = Path(root), split, downsample
         self.augment, self.gamma, self.seed = augment, gamma, seed
         self.frames = find_frames(root, split)

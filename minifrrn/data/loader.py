@@ -11,6 +11,8 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor
 
 import numpy as np
 
+from .augment import check_seed
+
 __all__ = ["DataLoader", "collate"]
 
 
@@ -46,6 +48,7 @@ class DataLoader:
         if drop_last and len(dataset) < batch_size:
             raise ValueError(f"the dataset has {len(dataset)} samples, fewer than one batch of "
                              f"{batch_size}: lower --batch-size")
+        seed = check_seed(seed, "DataLoader: seed")
         self.dataset, self.batch_size = dataset, batch_size
         self.shuffle, self.drop_last = shuffle, drop_last
         self.num_workers, self.prefetch, self.seed = max(0, num_workers), max(1, prefetch), seed

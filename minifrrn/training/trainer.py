@@ -22,6 +22,7 @@ from .. import functional as F
 from ..autograd import check_positive_number, is_whole_number, no_grad, tensor, unwrap
 from ..backend import as_numpy, check_device, get_array_module, to_device
 from ..data import Cityscapes, DataLoader, ensure_synthetic
+from ..data.augment import check_seed
 from ..data.cityscapes import (find_frames, read_image, read_instance_ids, read_label_ids,
                                require_instance_files)
 from ..data.labels import TRAIN2ID
@@ -85,6 +86,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+        check_seed(self.seed, "--seed")
         check_positive_number(self.lr, "--lr")
         self.lr = float(self.lr)
         if self.loss not in ("bootstrapped", "ce"):
@@ -222,9 +224,10 @@ def _default_out(config):
 
 
 # what defines a run: resuming must keep these. The device, loader threads, cache size, gradient
-# checkpointing (memory for time, same results), printing and the final evaluation may change
-# between the stop and the resume of a run, and so may ``steps``, to train longer (a cosine or
-# poly schedule is then the curve of the new length, taken up at the current step: the rate jumps)
+# checkpointing (memory for time, the same results up to rounding), printing and the final
+# evaluation may change between the stop and the resume of a run, and so may ``steps``, to train
+# longer (a cosine or poly schedule is then the curve of the new length, taken up at the current
+# step: the rate jumps)
 RUN_SETTINGS = ("data", "model", "batch_size", "lr", "schedule", "milestone", "val_every",
                 "val_frames", "seed", "downsample", "max_shift", "loss")
 RUN_FILES = ("last.npz", "log.jsonl")  # what makes a folder a run's
