@@ -162,7 +162,8 @@ def _measure_machine(ctx, tiny):
 # runs whose floors were measured differently compares their times, not their ratios (runs made
 # before this was recorded used one core's copy of 128 MB, measured once at the start)
 MEMORY_FLOOR = "copy of the op's traffic on the ops' threads, in turn with the op"
-EARLIER_MEMORY_FLOOR = "one core's copy of 128 MB, measured once at the start"
+MEMORY_BOUND_NOTE = "floor: one pass of memory traffic"  # marks those rows, in --json files too
+EARLIER_MEMORY_FLOOR = "one copy measured once at the start, on one core on the CPU"
 
 
 def copy_pass(dst, src):
@@ -289,8 +290,8 @@ def _bench_memory_bound(ctx, name, shape, fn, traffic_bytes):
     src = ctx.xp.full(half // 4, 1.5, np.float32)  # filled: every page is touched before timing
     dst = ctx.xp.empty_like(src)
     times, floors = timed_runs([step, lambda: copy_pass(dst, src)], ctx.device, ctx.repeats)
-    _append_paired(ctx, Row(name, "x".join(map(str, shape)), 0.0,
-                            note="floor: one pass of memory traffic"), times, floors, None)
+    _append_paired(ctx, Row(name, "x".join(map(str, shape)), 0.0, note=MEMORY_BOUND_NOTE),
+                   times, floors, None)
 
 
 def _conv_shapes_of(model, x):
@@ -561,7 +562,8 @@ def format_comparison(old, new):
                if (r.name, r.shape) not in old_by_key])
     floors = [machine.get("memory_floor", EARLIER_MEMORY_FLOOR)
               for machine in (old_machine, new_machine)]
-    if floors[0] != floors[1]:
+    memory_bound = [any(r.note == MEMORY_BOUND_NOTE for r in rows) for rows in (old_rows, new_rows)]
+    if floors[0] != floors[1] and all(memory_bound):
         only.append(f"note: the memory-bound rows' floors were measured differently (old: "
                     f"{floors[0]}; new: {floors[1]}): compare their times, not their ratios")
     return "\n".join(lines + only)

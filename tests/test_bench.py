@@ -34,6 +34,9 @@ def test_bench_cli_writes_json(tmp_path, capsys):
     assert main(["bench", "--tiny", "--repeats", "1", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["machine"]["device"] == "cpu" and len(data["rows"]) >= 10
+    # how the memory-bound floors were measured goes with the figures, for --compare
+    from minifrrn.bench import MEMORY_FLOOR
+    assert data["machine"]["memory_floor"] == MEMORY_FLOOR
     assert "ratio" in capsys.readouterr().out
 
 
@@ -294,31 +297,35 @@ def test_memory_bound_floor_copies_the_ops_traffic_in_turn_with_it(monkeypatch):
     # the copy reads half the traffic and writes the other half
     assert {size for kind, size in events if kind == "copy"} == {(2 * x_bytes + 2 * y_bytes) // 2}
     (row,) = ctx.rows
-    assert row.ratio == pytest.approx(row.ms / row.floor_ms)
     assert row.gflops is None and row.spread_pct is not None
 
 
 def test_compare_warns_when_the_memory_bound_floors_were_measured_differently(tmp_path, capsys):
     import json
 
-    from minifrrn.bench import MEMORY_FLOOR
-    row = [("max_pool2d 2x2", "1x8x16x16", 4.0, 2.0, 2.0)]
-    earlier = _write_run(tmp_path / "earlier.json", row, "aaaaaaa")  # no memory_floor recorded
-    now, again = (_write_run(tmp_path / name, row, "bbbbbbb") for name in ("now.json", "again.json"))
-    for path in (now, again):
-        data = json.loads(open(path).read())
-        data["machine"]["memory_floor"] = MEMORY_FLOOR
-        open(path, "w").write(json.dumps(data))
+    from minifrrn.bench import MEMORY_BOUND_NOTE, MEMORY_FLOOR
+    pool = [("max_pool2d 2x2", "1x8x16x16", 4.0, 2.0, 2.0, None, None, MEMORY_BOUND_NOTE)]
+    conv = [("conv2d fwd+bwd", "1x8->8 16x16 k3", 10.0, 8.0, 1.25)]
+
+    def run(name, rows, floor):
+        path = _write_run(tmp_path / name, rows, "bbbbbbb")
+        if floor:
+            data = json.loads(open(path).read())
+            data["machine"]["memory_floor"] = floor
+            open(path, "w").write(json.dumps(data))
+        return path
+
+    earlier = run("earlier.json", pool, None)  # written before the method was recorded
+    now, again = run("now.json", pool, MEMORY_FLOOR), run("again.json", pool, MEMORY_FLOOR)
     assert main(["bench", "--compare", earlier, now]) == 0
     note = capsys.readouterr().out.splitlines()[-1]
     assert note.startswith("note: the memory-bound rows' floors were measured differently (old: "
-                           "one core's copy of 128 MB")
+                           "one copy measured once at the start")
     assert note.endswith("compare their times, not their ratios")
     assert main(["bench", "--compare", now, again]) == 0
     assert "note:" not in capsys.readouterr().out
+    # runs without memory-bound rows (--every-conv) have nothing the note would be about
+    assert main(["bench", "--compare", run("c1.json", conv, None), run("c2.json", conv,
+                                                                       MEMORY_FLOOR)]) == 0
+    assert "note:" not in capsys.readouterr().out
 
-
-def test_a_bench_run_records_how_its_memory_bound_floor_was_measured():
-    from minifrrn.bench import MEMORY_FLOOR
-    _, machine = run_benchmarks("cpu", tiny=True, repeats=1, every_conv=True)
-    assert machine["memory_floor"] == MEMORY_FLOOR

@@ -140,7 +140,8 @@ def test_an_interrupted_synth_leaves_no_half_written_set(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("argv,message", [
     (["--height", "100000", "--width", "100000"], "at most 4096 pixels a side"),
-    (["--seed", "-1"], "the seed must be >= 0, got -1")])
+    (["--seed", "-1"], "the seed must be a whole number in 0..4294967295, got -1"),
+    (["--seed", str(2 ** 32 + 5)], "the seed must be a whole number in 0..4294967295")])
 def test_synth_refuses_sizes_and_seeds_before_making_the_folder(tmp_path, capsys, argv, message):
     assert main(["synth", "--out", str(tmp_path / "s")] + argv) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "s").exists()

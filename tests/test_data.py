@@ -124,6 +124,8 @@ def test_majority_vote_downsampling_refuses_what_it_cannot_count(ids, factor, me
 def test_majority_vote_downsampling_takes_wider_integer_maps_in_range():
     t = np.array([[7, 7], [7, 255]], np.int64)
     np.testing.assert_array_equal(downsample_labels(t, 2), [[7]])
+    for factor in (1, 2):  # uint8 whatever the factor
+        assert downsample_labels(t, factor).dtype == np.uint8
 
 
 def test_a_one_bit_label_file_is_named_as_such(tmp_path):

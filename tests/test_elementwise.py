@@ -144,7 +144,7 @@ def test_the_mean_over_an_empty_axis_has_an_empty_gradient():
 
 
 @pytest.mark.parametrize("op", [F.exp, F.log])
-@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.bool_])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.bool_, np.float16])
 def test_exp_and_log_refuse_integer_tensors(op, dtype):
     # NumPy would compute exp of uint8 in float16 (exp(12) = inf) and of int32 in float64
     with pytest.raises(TypeError, match=f"x must be float32 or float64, got {np.dtype(dtype)}: "

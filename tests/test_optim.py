@@ -141,13 +141,12 @@ def test_adam_takes_the_edges_of_its_ranges():
     np.testing.assert_allclose(p.data, [0.9, -1.9])
 
 
-@pytest.mark.parametrize("make", [lambda ps: Adam(ps, lr=1e-2), lambda ps: SGD(ps, lr=1e-2)])
-def test_optimiser_state_follows_a_model_cast_after_it_was_made(make):
+def test_optimiser_state_follows_a_model_cast_after_it_was_made():
     # float32 steps, then the model is cast to float64 (for a gradient check, say): the moments
     # must not round the float64 gradients back to float32 in place
     rng = np.random.default_rng(4)
     net = mf.nn.Conv2d(2, 3, 3)
-    opt = make(net.parameters())
+    opt = Adam(net.parameters(), lr=1e-2)  # its moments are updated in place
     x = rng.standard_normal((1, 2, 5, 5))
     net(mf.tensor(x.astype(np.float32))).sum().backward()
     opt.step()

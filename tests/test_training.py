@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -425,46 +426,64 @@ def test_resume_refuses_fewer_steps_than_done_and_lets_checkpointing_change(data
     assert json.loads((out / "config.json").read_text())["checkpointing"] is False
 
 
-def test_a_run_stopped_before_its_first_checkpoint_is_started_again(data_root, tmp_path):
-    # killed at step 1 of 4, before the validation at step 2 saved anything: a log, no checkpoint
+def test_a_run_stopped_before_its_first_checkpoint_is_started_again_by_resume(data_root, tmp_path):
+    # killed at step 1, before the validation at step 2 saved anything: a log and a config.json
+    # (of its own settings: seed 3, four steps), no checkpoint
+    import dataclasses
     out = tmp_path / "early"
     out.mkdir()
+    settings = dataclasses.asdict(config(data_root, out, steps=4, seed=3))
+    (out / "config.json").write_text(json.dumps(settings))
     (out / "log.jsonl").write_text('{"step": 1, "loss": 9.0, "lr": 0.001}\n')
-    (out / "config.json").write_text("{}")
-    # --resume cannot continue it, and says what can
-    with pytest.raises(FileNotFoundError, match="stopped before its first checkpoint; start it "
-                                                "again .minifrrn train --out .*without --resume"):
-        Trainer(config(data_root, out, steps=4, resume=True))
-    # the same command without --resume starts it again, with a log of its own steps only
-    Trainer(config(data_root, out, steps=2)).run()
-    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
-    assert steps[:2] == [1, 2] and "loss" in json.loads(
-        (out / "log.jsonl").read_text().splitlines()[0])
-    assert json.loads((out / "log.jsonl").read_text().splitlines()[0])["loss"] != 9.0
+    # a new run there is refused: the folder may belong to a run still going
+    with pytest.raises(FileExistsError, match="already holds a run .log.jsonl."):
+        Trainer(config(data_root, out, steps=4))
+    # --resume starts it again from step 0 with its own settings, and a log of its own steps
+    restarted = run_config(out, quiet=True)
+    assert restarted.seed == 3 and restarted.steps == 4
+    Trainer(restarted).run()
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    assert records[0]["loss"] != 9.0
+    # and it is the run that never stopped
+    Trainer(config(data_root, tmp_path / "whole", steps=4, seed=3)).run()
+    for name, value in load_checkpoint(out / "last.npz")[0].items():
+        np.testing.assert_array_equal(value, load_checkpoint(tmp_path / "whole" / "last.npz")[0][name])
 
 
 def test_a_run_whose_first_save_wrote_best_but_not_last_says_how_to_go_on(data_root, tmp_path):
     out = tmp_path / "halfsave"
     Trainer(config(data_root, out, steps=2)).run()
     (out / "last.npz").unlink()  # a full disk between best.npz and last.npz at the first save
-    for resume in (False, True):
-        with pytest.raises((FileExistsError, FileNotFoundError),
-                           match="holds best.npz but no last.npz to resume from .*move best.npz "
-                                 "away to start the run again"):
-            Trainer(config(data_root, out, steps=2, resume=resume))
+    with pytest.raises(FileExistsError, match="already holds a run .best.npz.: continue it with "
+                                              "--resume"):
+        Trainer(config(data_root, out, steps=2))
+    with pytest.raises(FileNotFoundError, match="holds best.npz but no last.npz to resume from "
+                                                ".*move best.npz away and resume, which starts "
+                                                "the run again from step 0"):
+        run_config(out)
+    (out / "best.npz").rename(tmp_path / "best-moved.npz")
+    Trainer(run_config(out)).run()  # as the message says
+    assert (out / "last.npz").exists()
 
 
-def test_a_bare_resume_names_the_newest_run_when_it_cannot_be_resumed(data_root, tmp_path,
-                                                                      monkeypatch):
+def test_a_bare_resume_takes_the_newest_run_even_one_without_a_checkpoint(data_root, tmp_path,
+                                                                          monkeypatch):
     monkeypatch.chdir(tmp_path)
     Trainer(config(data_root, tmp_path / "runs" / "older", steps=2)).run()
     newer = tmp_path / "runs" / "newer"
     newer.mkdir()
+    settings = json.loads((tmp_path / "runs" / "older" / "config.json").read_text())
+    (newer / "config.json").write_text(json.dumps({**settings, "seed": 9}))
     (newer / "log.jsonl").write_text('{"step": 1, "loss": 9.0, "lr": 0.001}\n')
     stamp = (tmp_path / "runs" / "older" / "last.npz").stat().st_mtime + 10
     os.utime(newer / "log.jsonl", (stamp, stamp))
-    # not the older run, which a bare --resume used to finish again in its place
-    with pytest.raises(FileNotFoundError, match="runs/newer stopped before its first checkpoint"):
+    # the newer run, not the older one, which a bare --resume used to finish again in its place
+    again = run_config()
+    assert Path(again.out).name == "newer" and again.seed == 9
+    (newer / "config.json").write_text("")  # and without its settings, it says so
+    with pytest.raises(FileNotFoundError, match="stopped before its first checkpoint and "
+                                                "config.json does not hold its settings"):
         run_config()
 
 
@@ -477,15 +496,35 @@ def test_a_killed_write_leaves_no_temporary_file_behind_for_good(data_root, tmp_
     assert sorted(p.name for p in (tmp_path / "tmpfiles").glob("*.tmp")) == ["notes.tmp"]
 
 
-def test_a_corrupt_best_checkpoint_is_named_when_resuming_not_after_training(data_root, tmp_path):
+def _cut_in_half(data):
+    return data[:len(data) // 2]
+
+
+def _bytes_changed_in_the_middle(data):  # the zip's directory and the meta still read
+    middle = len(data) // 2
+    return data[:middle] + bytes(64) + data[middle + 64:]
+
+
+@pytest.mark.parametrize("damage", [_cut_in_half, _bytes_changed_in_the_middle])
+def test_a_corrupt_best_checkpoint_is_named_when_resuming_not_after_training(data_root, tmp_path,
+                                                                            damage):
     out = tmp_path / "badbest"
     Trainer(config(data_root, out, steps=2)).run()
-    data = (out / "best.npz").read_bytes()
-    (out / "best.npz").write_bytes(data[:len(data) // 2])
+    (out / "best.npz").write_bytes(damage((out / "best.npz").read_bytes()))
     log_before = (out / "log.jsonl").read_text()
-    with pytest.raises(CheckpointError, match="best.npz is corrupt or not a checkpoint: move it away and resume"):
+    with pytest.raises(CheckpointError, match="best.npz is corrupt or not a checkpoint: move it "
+                                              "away and resume"):
         Trainer(config(data_root, out, steps=3, resume=True))
     assert (out / "log.jsonl").read_text() == log_before  # nothing was dropped from the log
+
+
+def test_a_best_checkpoint_of_another_model_is_named_when_resuming(data_root, tmp_path):
+    out = tmp_path / "otherbest"
+    Trainer(config(data_root, out, steps=2)).run()
+    save_checkpoint(out / "best.npz", frrn_tiny(seed=0).state_dict(), meta={"model": "frrn_a"})
+    with pytest.raises(CheckpointError, match="best.npz is of model 'frrn_a', not the run's "
+                                              "'tiny': move it away"):
+        Trainer(config(data_root, out, steps=3, resume=True))
 
 
 @pytest.mark.parametrize("garbage", [b"\xa8\xff\x00garbage\n", b"42\n", b'{"step": "x"}\n',
@@ -513,7 +552,7 @@ def test_a_full_disk_while_writing_a_run_file_is_one_line_and_keeps_the_old_file
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(OSError, match="cannot write .*log.jsonl .No space left on device.; the "
+    with pytest.raises(OSError, match="^cannot write .*log.jsonl .No space left on device.; the "
                                       "log.jsonl that was there, if any, is unchanged"):
         atomic_write_text(path, "the new log\n")
     assert path.read_text() == "the old log\n"
@@ -529,12 +568,16 @@ def test_a_cut_log_line_does_not_block_resuming(data_root, tmp_path):
     assert all(json.loads(line) for line in lines)
 
 
-def test_a_run_folder_with_a_checkpoint_is_refused_and_default_folders_never_collide(
-        data_root, tmp_path, monkeypatch):
+def test_a_run_folder_is_refused_and_default_folders_never_collide(data_root, tmp_path,
+                                                                  monkeypatch):
     Trainer(config(data_root, tmp_path / "done", steps=2)).run()
     with pytest.raises(FileExistsError, match="already holds a run .last.npz.: continue it with "
                                               "--resume"):
         Trainer(config(data_root, tmp_path / "done"))
+    (tmp_path / "started").mkdir()  # a run that has not saved yet, perhaps still going
+    (tmp_path / "started" / "log.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    with pytest.raises(FileExistsError, match="already holds a run .log.jsonl."):
+        Trainer(config(data_root, tmp_path / "started"))
     from minifrrn.training.trainer import _default_out
     monkeypatch.chdir(tmp_path)
     first, second = _default_out(TrainConfig()), _default_out(TrainConfig())
@@ -652,21 +695,28 @@ def test_ctrl_c_while_a_run_sets_up_is_one_line(data_root, tmp_path, monkeypatch
     assert capsys.readouterr().err.strip() == "minifrrn train: interrupted"
 
 
-def test_a_full_disk_while_training_is_one_line_from_the_command(data_root, tmp_path, monkeypatch,
+def test_a_full_disk_at_a_checkpoint_is_one_line_from_the_command(data_root, tmp_path, monkeypatch,
                                                                  capsys):
     import errno
 
     from minifrrn.training import checkpoint
 
-    def full(fd):
+    def full(handle, **arrays):  # the checkpoint at the step-2 validation meets a full disk
+        handle.write(b"part of a checkpoint")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.os, "fsync", full)
+    monkeypatch.setattr(checkpoint.np, "savez", full)
+    out = tmp_path / "full"
     assert main(["train", "--data", str(data_root), "--model", "tiny", "--downsample", "1",
-                 "--batch-size", "2", "--steps", "2", "--out", str(tmp_path / "full"),
+                 "--batch-size", "2", "--steps", "2", "--val-every", "2", "--out", str(out),
                  "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "No space left on device" in err and "unchanged" in err
+    assert err == (f"minifrrn train: error: cannot write {out / 'best.npz'} (No space left on "
+                   f"device); the best.npz that was there, if any, is unchanged: free some space "
+                   f"and run again")
+    assert not list(out.glob("*.tmp"))
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2]  # the steps it took are logged
 
 
 def test_a_float64_model_predicts_and_comes_back_from_its_checkpoint_as_float64(tmp_path):

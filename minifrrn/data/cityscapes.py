@@ -166,7 +166,7 @@ def downsample_labels(train_ids, factor, num_values=256):
                          f"{train_ids.min()}..{train_ids.max()}; map label ids to trainIds first "
                          f"(labels.ID2TRAIN) or pass num_values")
     if factor == 1:
-        return train_ids
+        return train_ids.astype(np.uint8, copy=False)  # uint8 as for any other factor
     H, W = train_ids.shape
     h, w = H // factor, W // factor
     cells = train_ids[:h * factor, :w * factor].reshape(h, factor, w, factor)

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from ..autograd import is_whole_number
+from .augment import check_seed
 from .labels import ID_PALETTE
 
 __all__ = ["generate", "ensure_synthetic", "default_synthetic_root", "render_scene", "SPLIT_CITIES",
@@ -339,14 +340,13 @@ def generate(root, n_train=300, n_val=60, height=128, width=256, seed=0):
                          f"2048x1024), got {height}x{width}")
     if n_train < 0 or n_val < 0:
         raise ValueError("synth: frame counts must be >= 0")
-    if seed < 0:
-        raise ValueError(f"synth: the seed must be >= 0, got {seed}")
+    check_seed(seed, "synth: the seed")
     root = Path(root)
     held = [name for name in ("leftImg8bit", "gtFine") if (root / name).exists()]
     if held == ["leftImg8bit"]:  # moved into place first: a generation killed before gtFine/ was
-        raise FileExistsError(f"synth: {root} holds leftImg8bit/ but no gtFine/, the half that a "
-                              f"generation stopped between its two moves leaves: remove "
-                              f"{root / 'leftImg8bit'} and run again")
+        raise FileExistsError(f"synth: {root} holds leftImg8bit/ but no gtFine/: if it is what an "
+                              f"interrupted minifrrn synth left, remove {root / 'leftImg8bit'} "
+                              f"and run again; otherwise choose another folder")
     if held:  # new frames among old ones would make a mixed data set, of mixed sizes perhaps
         raise FileExistsError(f"synth: {root} already holds a data set ({held[0]}/): choose a new "
                               f"or empty folder, or remove that one first")

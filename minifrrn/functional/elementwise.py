@@ -271,10 +271,11 @@ def log(x):
 
 
 def _check_float(name, x):
-    """Refuse integer and bool inputs to a function whose result is a float: NumPy would pick the
-    result's precision from the integer's width (float16 for uint8: exp(12) is inf)."""
+    """Refuse inputs other than float32 and float64 to a function whose result is a float: NumPy
+    would pick the result's precision from an integer's width (float16 for uint8), and float16
+    overflows early (exp(12) is inf)."""
     dtype = getattr(unwrap(x), "dtype", None)  # a Python number goes through as a float would
-    if dtype is not None and dtype.kind != "f":
+    if dtype is not None and dtype not in (np.float32, np.float64):
         raise TypeError(f"{name}: x must be float32 or float64, got {dtype}: cast it first, "
                         f"x.astype(np.float32)")
 

@@ -15,7 +15,7 @@ import numpy as np
 from ..backend import as_numpy
 
 __all__ = ["save_checkpoint", "load_checkpoint", "atomic_write_text", "remove_stale_temporaries",
-           "CheckpointError", "FORMAT_VERSION"]
+           "disk_error", "CheckpointError", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 
@@ -68,11 +68,26 @@ def _write_atomically(path, write):
     except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-            raise OSError(error.errno, f"cannot write {path} ({error.strerror}); the {path.name} "
-                                       f"that was there, if any, is unchanged: free some space "
-                                       f"and run again") from None
+        if isinstance(error, OSError) and error.errno in DISK_FULL:
+            raise disk_error(path, error, f"the {path.name} that was there, if any, is "
+                                          "unchanged: {fix} and run again") from None
         raise
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def disk_error(path, error, then):
+    """A one-line OSError for a write of ``path`` that failed with ``error``; ``then`` says what
+    is kept and what to do, with ``{fix}`` standing for the remedy of that error. An error other
+    than a full disk or a file-size limit is returned as it is."""
+    if error.errno not in DISK_FULL:
+        return error
+    fix = ("raise the file-size limit (ulimit -f)" if error.errno == errno.EFBIG
+           else "free some space")
+    disk = OSError(f"cannot write {path} ({error.strerror}); {then.format(fix=fix)}")
+    disk.errno = error.errno  # str() stays the message alone, without an [Errno N] prefix
+    return disk
 
 
 def remove_stale_temporaries(folder, names):

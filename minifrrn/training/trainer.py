@@ -29,7 +29,7 @@ from ..data.labels import TRAIN2ID
 from ..metrics import CityscapesEvaluator, ConfusionMatrix
 from ..models import MODELS, build_model
 from ..optim import Adam, CosineLR, PolyLR, StepLR
-from .checkpoint import (CheckpointError, atomic_write_text, load_checkpoint,
+from .checkpoint import (CheckpointError, atomic_write_text, disk_error, load_checkpoint,
                          remove_stale_temporaries, save_checkpoint)
 
 __all__ = ["TrainConfig", "Trainer", "train", "TrainingDiverged", "resize_scores", "predict_scores",
@@ -248,10 +248,14 @@ def _resume_folder(out):
 def run_config(out=None, **changes) -> TrainConfig:
     """The TrainConfig a run was started with, read from ``out``/last.npz (``out`` None: the newest
     run under runs/), set to resume it, with ``changes`` applied: ``minifrrn train --resume`` takes
-    every setting it is not given from here."""
+    every setting it is not given from here. A run that stopped before its first checkpoint is
+    read from its config.json instead: resuming it starts it again from step 0."""
     folder = _resume_folder(out)
     path = _last_checkpoint(folder)
-    saved = load_checkpoint(path, arrays=False)[2].get("config") or {}  # the trainer reads the rest
+    if path is None:
+        saved = _saved_config(folder)
+    else:
+        saved = load_checkpoint(path, arrays=False)[2].get("config") or {}  # the trainer reads the rest
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     # a whole number a run started from Python stored as a float (120.0) is the count it meant
     settings = {key: int(value) if isinstance(value, float) and value.is_integer() and key != "lr"
@@ -272,24 +276,40 @@ def _latest_run(parent=Path("runs")):
 
 
 def _last_checkpoint(folder):
-    """``folder``/last.npz, or an error that says why there is none and what to do."""
-    path = Path(folder) / "last.npz"
+    """``folder``/last.npz; None for a run that stopped before its first checkpoint (a log and a
+    config.json, no checkpoint), which resuming starts again; otherwise an error that says why
+    there is nothing to resume and what to do."""
+    folder = Path(folder)
+    path = folder / "last.npz"
     if path.exists():
         return path
-    if (Path(folder) / "log.jsonl").exists() and not (Path(folder) / "best.npz").exists():
-        raise FileNotFoundError(f"--resume: {path} does not exist: the run in {folder} stopped "
-                                f"before its first checkpoint; start it again (minifrrn train "
-                                f"--out {folder}, without --resume)")
-    if (Path(folder) / "best.npz").exists():
+    if (folder / "best.npz").exists():
         raise FileNotFoundError(f"--resume: {_best_without_last(folder)}")
+    if (folder / "log.jsonl").exists():
+        return None
     raise FileNotFoundError(f"--resume: {path} does not exist")
+
+
+def _saved_config(folder):
+    """The settings in ``folder``/config.json, of a run that stopped before its first checkpoint."""
+    path = Path(folder) / "config.json"
+    try:
+        saved = json.loads(path.read_text())
+        if not isinstance(saved, dict) or "model" not in saved:
+            raise ValueError("no settings")
+    except (OSError, ValueError):
+        raise FileNotFoundError(f"--resume: the run in {folder} stopped before its first "
+                                f"checkpoint and {path.name} does not hold its settings: start a "
+                                f"new run with the settings you want (another --out)") from None
+    return saved
 
 
 def _best_without_last(folder):
     """What to do with a run folder that holds best.npz but no last.npz, which nothing resumes:
     a run whose first save stopped between the two files (best.npz is written first)."""
     return (f"{folder} holds best.npz but no last.npz to resume from (the run's first save was "
-            f"cut short): move best.npz away to start the run again, or choose another --out")
+            f"cut short): move best.npz away and resume, which starts the run again from step 0 "
+            f"with its settings, or choose another --out")
 
 
 class Trainer:
@@ -309,22 +329,26 @@ class Trainer:
         else:
             made = not config.out or not Path(config.out).exists()
             self.out = Path(config.out) if config.out else _default_out(config)
-            # a log without a checkpoint is a run that stopped before its first save: nothing
-            # of it can be resumed, so it is started again (its log replaced)
-            if (self.out / "last.npz").exists():
-                raise FileExistsError(f"{self.out} already holds a run (last.npz): continue it "
+            held = [name for name in ("last.npz", "best.npz", "log.jsonl")
+                    if (self.out / name).exists()]
+            if held:  # another run's folder, perhaps of a run still going: never taken over
+                raise FileExistsError(f"{self.out} already holds a run ({held[0]}): continue it "
                                       f"with --resume, or choose another --out")
-            if (self.out / "best.npz").exists():
-                raise FileExistsError(_best_without_last(self.out))
         try:
             self._check_writable()
             # what a process killed while writing left behind (a checkpoint of FRRN B: 100 MB)
             remove_stale_temporaries(self.out, ("last.npz", "best.npz", *TEXT_FILES))
             self._set_up(config)
         except BaseException:
-            if made and self.out.is_dir() and not any(self.out.iterdir()):
-                self.out.rmdir()  # a bad --data or size leaves no empty run folder behind
+            self._remove_if_empty(made)
             raise
+        self._made = made
+
+    def _remove_if_empty(self, made):
+        """A run folder this run made and nothing was written to goes again: a bad --data or size,
+        or a full disk at the first write, leaves no empty run folder behind."""
+        if made and self.out.is_dir() and not any(self.out.iterdir()):
+            self.out.rmdir()
 
     def _set_up(self, config):
         """The data, the model, the optimiser and its schedule, and the loader of the run."""
@@ -351,9 +375,13 @@ class Trainer:
         self.step = 0
         self.best_miou = -1.0
         self.history = {"steps": [], "losses": [], "val_steps": [], "val_ious": []}
-        if config.resume:
+        self._restarted = False
+        if config.resume and self._saved is not None:
             self._resume(*self._saved)
-            del self._saved
+        elif config.resume:  # no checkpoint yet: step 0, and a log of this start's steps only
+            atomic_write_text(self.out / "log.jsonl", "")
+            self._restarted = True
+        self._saved = None
 
     def _check_image_size(self):
         """The downsampled images must fit the model (sides positive multiples of its deepest
@@ -390,8 +418,13 @@ class Trainer:
                                   f"choose another with --out") from None
 
     def _log(self, record):
-        with open(self.out / "log.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        path = self.out / "log.jsonl"
+        try:
+            with open(path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as error:
+            raise disk_error(path, error, "the run's checkpoints are unchanged: {fix}, then "
+                                          "continue with --resume") from None
 
     def _meta(self):
         return {"model": self.config.model,
@@ -424,24 +457,20 @@ class Trainer:
         """The checkpoint to resume, refused if the run was started with other settings: a resumed
         run must be the run that stopped (same data, model, schedule, batches, augmentation)."""
         path = _last_checkpoint(self.out)
-        model_state, optim_state, meta = load_checkpoint(path)
-        best = self.out / "best.npz"
-        if best.exists():  # read now, not when the final evaluation needs it after training
-            try:
-                load_checkpoint(best, arrays=False)
-            except CheckpointError:
-                raise CheckpointError(f"--resume: {best} is corrupt or not a checkpoint: move it "
-                                      f"away and resume; the next validation that beats the "
-                                      f"run's best writes a new one") from None
-        if meta.get("model") != self.config.model:
-            raise CheckpointError(f"checkpoint {path} is from model {meta.get('model')!r}, not "
-                                  f"{self.config.model!r}: pass --model {meta.get('model')}")
-        saved = dict(meta.get("config") or {})
+        if path is None:  # stopped before its first checkpoint: started again, with its settings
+            meta, saved = None, _saved_config(self.out)
+        else:
+            model_state, optim_state, meta = load_checkpoint(path)
+            if meta.get("model") != self.config.model:
+                raise CheckpointError(f"checkpoint {path} is from model {meta.get('model')!r}, "
+                                      f"not {self.config.model!r}: pass --model {meta.get('model')}")
+            self._check_best()
+            saved = dict(meta.get("config") or {})
         if saved.get("data", "synthetic") != "synthetic":
             saved["data"] = str(Path(saved["data"]).resolve())
         differ = [name for name in RUN_SETTINGS
                   if name in saved and saved[name] != getattr(self.config, name)]
-        if int(meta.get("step", 0)) > self.config.steps:
+        if meta is not None and int(meta.get("step", 0)) > self.config.steps:
             raise CheckpointError(f"--resume: the run in {self.out} is at step {meta['step']}, past "
                                   f"--steps {self.config.steps}: give more steps to train longer")
         if differ:
@@ -451,7 +480,24 @@ class Trainer:
                                   f"{now}: a resumed run keeps its settings (minifrrn train --resume "
                                   f"takes those left out from the run); start a new run in another "
                                   f"--out to change them")
-        return path, model_state, optim_state, meta
+        return None if path is None else (path, model_state, optim_state, meta)
+
+    def _check_best(self):
+        """Read best.npz whole now, as the final evaluation will after training: a corrupt one, or
+        one of another model, is named before any step is taken, not after the last."""
+        best = self.out / "best.npz"
+        if not best.exists():
+            return
+        advice = ("move it away and resume; the next validation that beats the run's best "
+                  "writes a new one")
+        try:
+            meta = load_checkpoint(best)[2]
+        except CheckpointError:
+            raise CheckpointError(f"--resume: {best} is corrupt or not a checkpoint: {advice}") \
+                from None
+        if meta.get("model") != self.config.model:
+            raise CheckpointError(f"--resume: {best} is of model {meta.get('model')!r}, not the "
+                                  f"run's {self.config.model!r}: {advice}")
 
     def _resume(self, path, model_state, optim_state, meta):
         try:
@@ -552,12 +598,15 @@ class Trainer:
     def run(self):
         config = self.config
         self.said_interrupted = False
-        if not config.resume and (self.out / "log.jsonl").exists():
-            # the log of a run that stopped before its first checkpoint (see __init__)
-            (self.out / "log.jsonl").unlink()
-            self._say(f"{self.out} held the log of a run that stopped before its first "
-                      f"checkpoint: starting it again")
-        atomic_write_text(self.out / "config.json", json.dumps(dataclasses.asdict(config), indent=1))
+        if self._restarted:
+            self._say(f"{self.out} holds a run that stopped before its first checkpoint: starting "
+                      f"it again from step 0 with its settings")
+        try:
+            atomic_write_text(self.out / "config.json",
+                              json.dumps(dataclasses.asdict(config), indent=1))
+        except OSError:
+            self._remove_if_empty(self._made)
+            raise
         self._say(f"training {config.model} on {self.root} ({len(self.train_set)} train / "
                   f"{len(self.val_set)} val frames, {tuple(self.train_set[0]['image'].shape[1:])}) "
                   f"on {config.device}; run folder {self.out}")
