@@ -156,3 +156,14 @@ def test_ctrl_c_in_any_command_is_one_line_and_130(monkeypatch, capsys):
     monkeypatch.setattr(synth_command, "run", interrupted)
     assert main(["synth", "--out", "unused"]) == 130
     assert capsys.readouterr().err.strip() == "minifrrn synth: interrupted"
+
+
+def test_ctrl_c_while_the_commands_load_is_one_line_and_130(monkeypatch, capsys):
+    from minifrrn import cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert main(["train"]) == 130
+    assert capsys.readouterr().err.strip() == "minifrrn: interrupted"

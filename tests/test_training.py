@@ -53,7 +53,8 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(data_root, tmp_
     straight = Trainer(config(data_root, tmp_path / "a", steps=4))
     straight.run()
     # the same run, interrupted by Ctrl-C during its third step: it finishes that step, saves, stops
-    first = Trainer(config(data_root, tmp_path / "b", steps=4, quiet=False))
+    # (quiet, as a script would run it: where it saved and how to go on is said all the same)
+    first = Trainer(config(data_root, tmp_path / "b", steps=4, quiet=True))
     original, calls = first.loss_fn, []
 
     def interrupt_on_third_step(logits, target):
@@ -712,8 +713,8 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_from_the_command(data_root, tmp
                  "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"minifrrn train: error: cannot write {out / 'best.npz'} (No space left on "
-                   f"device); the best.npz that was there, if any, is unchanged: free some space "
-                   f"and run again")
+                   f"device); the best.npz that was there, if any, is unchanged: free some space, "
+                   f"then continue with --resume")
     assert not list(out.glob("*.tmp"))
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [1, 2]  # the steps it took are logged
@@ -731,3 +732,54 @@ def test_a_float64_model_predicts_and_comes_back_from_its_checkpoint_as_float64(
     # float32 images go to a float64 model too, and float64 images to a float32 one
     assert predict_scores(model, images.astype(np.float32)).dtype == np.float64
     assert predict_scores(frrn_tiny(seed=0).eval(), images).dtype == np.float32
+
+
+def test_a_run_stopped_before_its_first_log_line_is_started_again_by_resume(data_root, tmp_path):
+    # stopped right after it claimed its folder (config.json written, nothing else)
+    out = tmp_path / "claimed"
+    Trainer(config(data_root, out, steps=2, seed=4))  # set up, never run
+    assert [p.name for p in out.iterdir()] == ["config.json"]
+    with pytest.raises(FileExistsError, match="already holds a run .config.json."):
+        Trainer(config(data_root, out, steps=2))  # another run started into it is refused
+    again = run_config(out, quiet=True)
+    assert again.seed == 4
+    Trainer(again).run()
+    assert (out / "last.npz").exists()
+
+
+def test_a_run_whose_setup_fails_leaves_no_claim_behind(tmp_path):
+    out = tmp_path / "bad"
+    with pytest.raises(FileNotFoundError):
+        Trainer(TrainConfig(data=str(tmp_path / "missing"), model="tiny", out=str(out)))
+    assert not out.exists()  # a corrected command can use the same --out
+
+
+def test_a_best_checkpoint_of_other_shapes_is_named_when_resuming(data_root, tmp_path):
+    out = tmp_path / "othershapes"
+    Trainer(config(data_root, out, steps=2)).run()
+    state = load_checkpoint(out / "best.npz")[0]
+    name = next(iter(state))
+    state[name] = state[name][:1]
+    save_checkpoint(out / "best.npz", state, meta={"model": "tiny"})
+    with pytest.raises(CheckpointError, match="best.npz does not hold the weights of the run's "
+                                              "model"):
+        Trainer(config(data_root, out, steps=3, resume=True))
+
+
+def test_a_full_disk_while_drawing_the_run_figures_is_one_line(data_root, tmp_path, monkeypatch,
+                                                               capsys):
+    import errno
+
+    from minifrrn import viz
+
+    def full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(viz, "plot_curves", full)
+    out = tmp_path / "figs"
+    assert main(["train", "--data", str(data_root), "--model", "tiny", "--downsample", "1",
+                 "--batch-size", "2", "--steps", "2", "--val-every", "2", "--out", str(out),
+                 "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"minifrrn train: error: cannot write {out / 'curves.png'} (No space left on device); the "
+        f"run's checkpoints are unchanged: free some space, then continue with --resume")

@@ -62,14 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    try:  # building the parser imports every command: a Ctrl-C can land there too
+        parser = build_parser()
+    except KeyboardInterrupt:
+        print("minifrrn: interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    module = importlib.import_module(f".{args.command}", __name__)
-    tune_cpu_allocator()  # reuse freed memory instead of faulting in fresh pages for every array
     try:
+        module = importlib.import_module(f".{args.command}", __name__)
+        tune_cpu_allocator()  # reuse freed memory instead of faulting in fresh pages for every array
         return int(module.run(args) or 0)
     except KeyboardInterrupt:  # Ctrl-C: one line and the shell's code for it, no traceback
         print(f"minifrrn {args.command}: interrupted", file=sys.stderr)

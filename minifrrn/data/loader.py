@@ -132,5 +132,5 @@ class DataLoader:
     def __del__(self):
         try:
             self.close()
-        except Exception:
+        except BaseException:  # a Ctrl-C at exit too: a finalizer has no one to report to
             pass

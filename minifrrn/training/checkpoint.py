@@ -24,9 +24,10 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: corrupt, from another model, or not a minifrrn file."""
 
 
-def save_checkpoint(path, model_state, optimizer_state=None, meta=None):
+def save_checkpoint(path, model_state, optimizer_state=None, meta=None, then=None):
     """Write ``path`` atomically. ``model_state``/``optimizer_state`` map names to arrays (or
-    scalars for the optimiser); ``meta`` is a JSON-serialisable dict."""
+    scalars for the optimiser); ``meta`` is a JSON-serialisable dict. ``then``: what a full-disk
+    message says after naming the file (see ``disk_error``)."""
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot write checkpoint {path}: folder {path.parent} does not "
@@ -40,19 +41,21 @@ def save_checkpoint(path, model_state, optimizer_state=None, meta=None):
             arrays[f"optim/{k}"] = as_numpy(v)
     header = {"format": FORMAT_VERSION, "optimizer_scalars": scalars, **(meta or {})}
     arrays["meta"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    _write_atomically(path, lambda handle: np.savez(handle, **arrays))
+    _write_atomically(path, lambda handle: np.savez(handle, **arrays), then=then)
     return path
 
 
-def atomic_write_text(path, text):
+def atomic_write_text(path, text, exclusive=False):
     """Write ``text`` to ``path`` as checkpoints are written: a crash while writing leaves the file
-    that was there before whole (a run's log, config.json and results.json are written so)."""
+    that was there before whole (a run's log, config.json and results.json are written so).
+    ``exclusive``: only if ``path`` does not exist yet, else FileExistsError (the check and the
+    creation are one step, so two processes cannot both succeed)."""
     path = Path(path)
-    _write_atomically(path, lambda handle: handle.write(text.encode()))
+    _write_atomically(path, lambda handle: handle.write(text.encode()), exclusive)
     return path
 
 
-def _write_atomically(path, write):
+def _write_atomically(path, write, exclusive=False, then=None):
     """Call ``write(handle)`` on a temporary file beside ``path``, flush it to disk, then rename it
     over ``path``. A full disk or a file-size limit becomes one line that names the file."""
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -64,13 +67,18 @@ def _write_atomically(path, write):
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)  # fails if path exists: a hard link never replaces a file
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(error, OSError) and error.errno in DISK_FULL:
-            raise disk_error(path, error, f"the {path.name} that was there, if any, is "
-                                          "unchanged: {fix} and run again") from None
+            then = then or (f"the {path.name} that was there, if any, is unchanged: {{fix}} and "
+                            f"run again")
+            raise disk_error(path, error, then) from None
         raise
 
 

@@ -6,6 +6,7 @@ resumed from its last checkpoint reaches the same weights as one that never stop
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -230,7 +231,7 @@ def _default_out(config):
 # step: the rate jumps)
 RUN_SETTINGS = ("data", "model", "batch_size", "lr", "schedule", "milestone", "val_every",
                 "val_frames", "seed", "downsample", "max_shift", "loss")
-RUN_FILES = ("last.npz", "log.jsonl")  # what makes a folder a run's
+RUN_FILES = ("last.npz", "log.jsonl", "config.json")  # what makes a folder a run's
 TEXT_FILES = ("log.jsonl", "config.json", "results.json")  # written whole by atomic_write_text
 
 
@@ -285,7 +286,7 @@ def _last_checkpoint(folder):
         return path
     if (folder / "best.npz").exists():
         raise FileNotFoundError(f"--resume: {_best_without_last(folder)}")
-    if (folder / "log.jsonl").exists():
+    if (folder / "log.jsonl").exists() or (folder / "config.json").exists():
         return None
     raise FileNotFoundError(f"--resume: {path} does not exist")
 
@@ -302,6 +303,11 @@ def _saved_config(folder):
                                 f"checkpoint and {path.name} does not hold its settings: start a "
                                 f"new run with the settings you want (another --out)") from None
     return saved
+
+
+def _held(folder, name):
+    return FileExistsError(f"{folder} already holds a run ({name}): continue it with --resume, or "
+                           f"choose another --out")
 
 
 def _best_without_last(folder):
@@ -329,20 +335,33 @@ class Trainer:
         else:
             made = not config.out or not Path(config.out).exists()
             self.out = Path(config.out) if config.out else _default_out(config)
-            held = [name for name in ("last.npz", "best.npz", "log.jsonl")
+            held = [name for name in ("last.npz", "best.npz", *TEXT_FILES)
                     if (self.out / name).exists()]
             if held:  # another run's folder, perhaps of a run still going: never taken over
-                raise FileExistsError(f"{self.out} already holds a run ({held[0]}): continue it "
-                                      f"with --resume, or choose another --out")
+                raise _held(self.out, held[0])
+        claimed = False
         try:
             self._check_writable()
+            if not config.resume:
+                # the folder is this run's from here: config.json is made only if absent, so of
+                # two runs started into one folder at once, the second is refused
+                try:
+                    atomic_write_text(self.out / "config.json", self._config_json(),
+                                      exclusive=True)
+                except FileExistsError:
+                    raise _held(self.out, "config.json") from None
+                claimed = True
             # what a process killed while writing left behind (a checkpoint of FRRN B: 100 MB)
             remove_stale_temporaries(self.out, ("last.npz", "best.npz", *TEXT_FILES))
             self._set_up(config)
         except BaseException:
+            if claimed:  # a run that never started leaves the folder as it found it
+                (self.out / "config.json").unlink(missing_ok=True)
             self._remove_if_empty(made)
             raise
-        self._made = made
+
+    def _config_json(self):
+        return json.dumps(dataclasses.asdict(self.config), indent=1)
 
     def _remove_if_empty(self, made):
         """A run folder this run made and nothing was written to goes again: a bad --data or size,
@@ -451,7 +470,9 @@ class Trainer:
         if not checked:
             self._check_weights_finite()
         return save_checkpoint(self.out / name, self.model.state_dict(),
-                               self.optimizer.state_dict(), self._meta())
+                               self.optimizer.state_dict(), self._meta(),
+                               then=f"the {name} that was there, if any, is unchanged: {{fix}}, "
+                                    f"then continue with --resume")
 
     def _load_resumable(self):
         """The checkpoint to resume, refused if the run was started with other settings: a resumed
@@ -464,7 +485,7 @@ class Trainer:
             if meta.get("model") != self.config.model:
                 raise CheckpointError(f"checkpoint {path} is from model {meta.get('model')!r}, "
                                       f"not {self.config.model!r}: pass --model {meta.get('model')}")
-            self._check_best()
+            self._check_best(model_state)
             saved = dict(meta.get("config") or {})
         if saved.get("data", "synthetic") != "synthetic":
             saved["data"] = str(Path(saved["data"]).resolve())
@@ -482,22 +503,27 @@ class Trainer:
                                   f"--out to change them")
         return None if path is None else (path, model_state, optim_state, meta)
 
-    def _check_best(self):
+    def _check_best(self, last_state):
         """Read best.npz whole now, as the final evaluation will after training: a corrupt one, or
-        one of another model, is named before any step is taken, not after the last."""
+        one of another model or other shapes than ``last_state`` (last.npz's weights), is named
+        before any step is taken, not after the last."""
         best = self.out / "best.npz"
         if not best.exists():
             return
         advice = ("move it away and resume; the next validation that beats the run's best "
                   "writes a new one")
         try:
-            meta = load_checkpoint(best)[2]
+            best_state, _, meta = load_checkpoint(best)
         except CheckpointError:
             raise CheckpointError(f"--resume: {best} is corrupt or not a checkpoint: {advice}") \
                 from None
         if meta.get("model") != self.config.model:
             raise CheckpointError(f"--resume: {best} is of model {meta.get('model')!r}, not the "
                                   f"run's {self.config.model!r}: {advice}")
+        shapes = {name: np.shape(value) for name, value in best_state.items()}
+        if shapes != {name: np.shape(value) for name, value in last_state.items()}:
+            raise CheckpointError(f"--resume: {best} does not hold the weights of the run's model "
+                                  f"(other names or shapes than last.npz's): {advice}")
 
     def _resume(self, path, model_state, optim_state, meta):
         try:
@@ -601,12 +627,7 @@ class Trainer:
         if self._restarted:
             self._say(f"{self.out} holds a run that stopped before its first checkpoint: starting "
                       f"it again from step 0 with its settings")
-        try:
-            atomic_write_text(self.out / "config.json",
-                              json.dumps(dataclasses.asdict(config), indent=1))
-        except OSError:
-            self._remove_if_empty(self._made)
-            raise
+        atomic_write_text(self.out / "config.json", self._config_json())
         self._say(f"training {config.model} on {self.root} ({len(self.train_set)} train / "
                   f"{len(self.val_set)} val frames, {tuple(self.train_set[0]['image'].shape[1:])}) "
                   f"on {config.device}; run folder {self.out}")
@@ -640,10 +661,11 @@ class Trainer:
                     if self._stop_requested:
                         self.save()
                         self.said_interrupted = True
-                        self._say(f"interrupted at step {self.step}: saved {self.out / 'last.npz'};"
-                                  f" continue with: minifrrn train --resume --out {self.out} "
-                                  f"(from Python: the same TrainConfig with resume=True, "
-                                  f"out={str(self.out)!r})")
+                        # said even with quiet: where the run was saved and how it goes on
+                        print(f"interrupted at step {self.step}: saved {self.out / 'last.npz'}; "
+                              f"continue with: minifrrn train --resume --out {self.out} (from "
+                              f"Python: the same TrainConfig with resume=True, "
+                              f"out={str(self.out)!r})", flush=True)
                         raise KeyboardInterrupt
                     if self.step >= config.steps:
                         break
@@ -680,14 +702,26 @@ class Trainer:
     def _artefacts(self):
         from ..viz import plot_curves, save_prediction_grid
         h = self.history
-        plot_curves(self.out / "curves.png", h["steps"], h["losses"], h["val_steps"], h["val_ious"])
+        with self._writing(self.out / "curves.png"):
+            plot_curves(self.out / "curves.png", h["steps"], h["losses"], h["val_steps"],
+                        h["val_ious"])
         samples = [self.val_set.load(i) for i in range(min(4, len(self.val_set)))]
         scores = predict_scores(self.model.eval(), np.stack([s["image"] for s in samples]),
                                 self.config.device)
         self.model.train()
-        save_prediction_grid(self.out / "predictions.png", [s["image"] for s in samples],
-                             [s["target"] for s in samples], as_numpy(scores.argmax(axis=1)),
-                             [s["name"] for s in samples])
+        with self._writing(self.out / "predictions.png"):
+            save_prediction_grid(self.out / "predictions.png", [s["image"] for s in samples],
+                                 [s["target"] for s in samples], as_numpy(scores.argmax(axis=1)),
+                                 [s["name"] for s in samples])
+
+    @contextlib.contextmanager
+    def _writing(self, path):
+        """A full disk while writing ``path`` (a figure) becomes one line naming it."""
+        try:
+            yield
+        except OSError as error:
+            raise disk_error(path, error, "the run's checkpoints are unchanged: {fix}, then "
+                                          "continue with --resume") from None
 
 
 def train(config: TrainConfig | None = None, **overrides):
