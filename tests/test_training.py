@@ -747,11 +747,29 @@ def test_a_run_stopped_before_its_first_log_line_is_started_again_by_resume(data
     assert (out / "last.npz").exists()
 
 
-def test_a_run_whose_setup_fails_leaves_no_claim_behind(tmp_path):
+def test_a_run_whose_setup_fails_leaves_no_claim_behind(data_root, tmp_path):
+    # the images do not fit the model at this downsampling: found after the folder was claimed
     out = tmp_path / "bad"
-    with pytest.raises(FileNotFoundError):
-        Trainer(TrainConfig(data=str(tmp_path / "missing"), model="tiny", out=str(out)))
+    with pytest.raises(ValueError, match="--downsample 7"):
+        Trainer(config(data_root, out, downsample=7))
     assert not out.exists()  # a corrected command can use the same --out
+    Trainer(config(data_root, out, steps=2)).run()
+
+
+def test_a_folder_is_claimed_once_also_where_files_cannot_be_hard_linked(tmp_path, monkeypatch):
+    import errno
+
+    from minifrrn.training import checkpoint
+
+    def no_links(source, target):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(checkpoint.os, "link", no_links)
+    checkpoint.atomic_write_text(tmp_path / "config.json", "first", exclusive=True)
+    with pytest.raises(FileExistsError):
+        checkpoint.atomic_write_text(tmp_path / "config.json", "second", exclusive=True)
+    assert (tmp_path / "config.json").read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # no temporary file left
 
 
 def test_a_best_checkpoint_of_other_shapes_is_named_when_resuming(data_root, tmp_path):

@@ -68,8 +68,7 @@ def _write_atomically(path, write, exclusive=False, then=None):
             handle.flush()
             os.fsync(handle.fileno())
         if exclusive:
-            os.link(tmp, path)  # fails if path exists: a hard link never replaces a file
-            os.unlink(tmp)
+            _create_exclusively(tmp, path)
         else:
             os.replace(tmp, path)
     except BaseException as error:
@@ -83,6 +82,23 @@ def _write_atomically(path, write, exclusive=False, then=None):
 
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK)
+
+
+def _create_exclusively(tmp, path):
+    """Give the complete file ``tmp`` the name ``path`` only if no file has it (FileExistsError
+    otherwise). A hard link does it in one step and never replaces a file; where the file system
+    has no hard links (FAT, some network and FUSE mounts), ``path`` is created with O_EXCL and
+    the content copied in, which keeps the one-step check but not the all-or-nothing write."""
+    try:
+        os.link(tmp, path)
+    except OSError as error:
+        if error.errno not in NO_HARD_LINKS:
+            raise
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(descriptor, "wb") as handle, open(tmp, "rb") as source:
+            handle.write(source.read())
+    os.unlink(tmp)
 
 
 def disk_error(path, error, then):

@@ -10,8 +10,10 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -306,8 +308,11 @@ def _saved_config(folder):
 
 
 def _held(folder, name):
+    unsaved = "" if name.endswith(".npz") else (
+        " (it has no checkpoint yet: --resume starts it again from step 0; if it is not running, "
+        "removing the folder frees it)")
     return FileExistsError(f"{folder} already holds a run ({name}): continue it with --resume, or "
-                           f"choose another --out")
+                           f"choose another --out{unsaved}")
 
 
 def _best_without_last(folder):
@@ -339,25 +344,33 @@ class Trainer:
                     if (self.out / name).exists()]
             if held:  # another run's folder, perhaps of a run still going: never taken over
                 raise _held(self.out, held[0])
-        claimed = False
+        claimed = config.resume  # a resumed run's folder is its own already
         try:
             self._check_writable()
             if not config.resume:
-                # the folder is this run's from here: config.json is made only if absent, so of
-                # two runs started into one folder at once, the second is refused
-                try:
-                    atomic_write_text(self.out / "config.json", self._config_json(),
-                                      exclusive=True)
-                except FileExistsError:
-                    raise _held(self.out, "config.json") from None
+                self._claim()
                 claimed = True
-            # what a process killed while writing left behind (a checkpoint of FRRN B: 100 MB)
+            # what a process killed while writing left behind (a checkpoint of FRRN B: 100 MB);
+            # only once the folder is this run's: another run's writes in progress are not stale
             remove_stale_temporaries(self.out, ("last.npz", "best.npz", *TEXT_FILES))
             self._set_up(config)
         except BaseException:
-            if claimed:  # a run that never started leaves the folder as it found it
+            # a run that never started leaves the folder as it found it; one that did not win
+            # the folder touches nothing in it (another run may be setting up there)
+            if claimed and not config.resume:
                 (self.out / "config.json").unlink(missing_ok=True)
-            self._remove_if_empty(made)
+            if claimed:
+                self._remove_if_empty(made)
+            raise
+
+    def _claim(self):
+        """Make the folder this run's: config.json is created only if absent, in one step, so of
+        two runs started into one folder at once the second is refused."""
+        try:
+            atomic_write_text(self.out / "config.json", self._config_json(), exclusive=True)
+        except OSError:
+            if (self.out / "config.json").exists():  # the other run won (its clean-up may also
+                raise _held(self.out, "config.json") from None  # have taken our temporary file)
             raise
 
     def _config_json(self):
@@ -429,9 +442,10 @@ class Trainer:
     def _check_writable(self):
         try:
             self.out.mkdir(parents=True, exist_ok=True)
-            probe = self.out / ".write-test"
-            probe.write_text("")
-            probe.unlink()
+            # a probe of this process's own: two runs starting at once must not share one
+            descriptor, probe = tempfile.mkstemp(prefix=".write-test-", dir=self.out)
+            os.close(descriptor)
+            os.unlink(probe)
         except OSError as error:
             raise PermissionError(f"output folder {self.out} is not writable ({error.strerror}): "
                                   f"choose another with --out") from None
@@ -662,6 +676,8 @@ class Trainer:
                         self.save()
                         self.said_interrupted = True
                         # said even with quiet: where the run was saved and how it goes on
+                        if sys.stdout.isatty():
+                            print()  # below the progress line
                         print(f"interrupted at step {self.step}: saved {self.out / 'last.npz'}; "
                               f"continue with: minifrrn train --resume --out {self.out} (from "
                               f"Python: the same TrainConfig with resume=True, "
