@@ -258,7 +258,8 @@ def run_config(out=None, **changes) -> TrainConfig:
     if path is None:
         saved = _saved_config(folder)
     else:
-        saved = load_checkpoint(path, arrays=False)[2].get("config") or {}  # the trainer reads the rest
+        # the settings alone: the trainer reads the rest
+        saved = load_checkpoint(path, arrays=False)[2].get("config") or {}
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     # a whole number a run started from Python stored as a float (120.0) is the count it meant
     settings = {key: int(value) if isinstance(value, float) and value.is_integer() and key != "lr"
@@ -267,7 +268,7 @@ def run_config(out=None, **changes) -> TrainConfig:
 
 
 def _latest_run(parent=Path("runs")):
-    """The run folder under ``parent`` that was written to last (its checkpoint or its log): the
+    """The run folder under ``parent`` written to last (its checkpoint, log or config.json): the
     run a bare ``--resume`` means, even one that stopped before its first checkpoint, which
     ``_last_checkpoint`` then names rather than resuming an older run instead."""
     def written(folder):
@@ -279,7 +280,7 @@ def _latest_run(parent=Path("runs")):
 
 
 def _last_checkpoint(folder):
-    """``folder``/last.npz; None for a run that stopped before its first checkpoint (a log and a
+    """``folder``/last.npz; None for a run that stopped before its first checkpoint (a log or a
     config.json, no checkpoint), which resuming starts again; otherwise an error that says why
     there is nothing to resume and what to do."""
     folder = Path(folder)
