@@ -801,3 +801,20 @@ def test_a_full_disk_while_drawing_the_run_figures_is_one_line(data_root, tmp_pa
     assert capsys.readouterr().err.strip() == (
         f"minifrrn train: error: cannot write {out / 'curves.png'} (No space left on device); the "
         f"run's checkpoints are unchanged: free some space, then continue with --resume")
+
+
+def test_resuming_into_a_folder_that_cannot_be_written_says_what_to_do(data_root, tmp_path,
+                                                                       monkeypatch):
+    import tempfile as tempfile_module
+    out = tmp_path / "ro"
+    Trainer(config(data_root, out, steps=2)).run()
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile_module, "mkstemp", read_only)
+    with pytest.raises(PermissionError, match="is not writable .Permission denied.: make it "
+                                              "writable to resume the run there"):
+        Trainer(config(data_root, out, steps=3, resume=True))
+    with pytest.raises(PermissionError, match="choose another with --out"):
+        Trainer(config(data_root, tmp_path / "new", steps=3))

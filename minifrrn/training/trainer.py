@@ -448,8 +448,10 @@ class Trainer:
             os.close(descriptor)
             os.unlink(probe)
         except OSError as error:
+            fix = ("make it writable to resume the run there" if self.config.resume
+                   else "choose another with --out")
             raise PermissionError(f"output folder {self.out} is not writable ({error.strerror}): "
-                                  f"choose another with --out") from None
+                                  f"{fix}") from None
 
     def _log(self, record):
         path = self.out / "log.jsonl"
