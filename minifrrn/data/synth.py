@@ -355,7 +355,7 @@ def generate(root, n_train=300, n_val=60, height=128, width=256, seed=0):
     except OSError as error:
         raise PermissionError(f"synth: output folder {root} cannot be made ({error.strerror}): "
                               f"choose another") from None
-    _remove_abandoned(root / ".synth", suffixes=("-tmp-*",))  # left by generations killed here
+    _remove_abandoned(root, ".synth-tmp-*")  # left by generations killed here
     work = Path(tempfile.mkdtemp(prefix=".synth-tmp-", dir=root))
     try:
         for split, count in (("train", n_train), ("val", n_val)):
@@ -389,12 +389,12 @@ def default_synthetic_root() -> Path:
 ABANDONED_AFTER_S = 24 * 3600  # a generation takes seconds; a day-old temporary folder is dead
 
 
-def _remove_abandoned(root, suffixes=(".tmp-*", ".old-*")):
-    """Remove the temporary folders of generations that were killed (a crash or SIGKILL skips
-    their own clean-up), named ``root`` plus one of ``suffixes`` and recognised by age: none still
-    running is a day old."""
+def _remove_abandoned(parent, *patterns):
+    """Remove the temporary folders in ``parent`` (matching ``patterns``) of generations that were
+    killed (a crash or SIGKILL skips their own clean-up), recognised by age: none still running
+    is a day old."""
     now = time.time()
-    for folder in [path for suffix in suffixes for path in root.parent.glob(root.name + suffix)]:
+    for folder in [path for pattern in patterns for path in parent.glob(pattern)]:
         try:
             if now - folder.stat().st_mtime > ABANDONED_AFTER_S:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -417,7 +417,7 @@ def ensure_synthetic(root=None, n_train=300, n_val=60, height=128, width=256, se
     if _is_complete(root, settings):
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned(root)
+    _remove_abandoned(root.parent, root.name + ".tmp-*", root.name + ".old-*")
     tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
     stale = None
     try:

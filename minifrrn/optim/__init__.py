@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from ..autograd import Tensor, check_positive_number, is_whole_number
-from ..backend import as_numpy, get_array_module
+from ..backend import as_numpy, device_of, get_array_module, to_device
 
 __all__ = ["Optimizer", "SGD", "Adam", "StepLR", "PolyLR", "CosineLR"]
 
@@ -53,12 +53,12 @@ class Optimizer:
         """Bring parameter i's state to its dtype and device, if the model was cast
         (``module.astype``) or moved (``module.to``) since the state was made: the in-place
         updates would otherwise round a float64 gradient into float32 moments, or mix devices."""
-        xp = get_array_module(p.data)
+        device = device_of(p.data)
         for name in self._state_names:
             arrays = getattr(self, name)
             array = arrays[i]
-            if array is not None and (array.dtype != p.dtype or get_array_module(array) is not xp):
-                arrays[i] = xp.asarray(as_numpy(array) if xp is np else array).astype(p.dtype)
+            if array is not None and (array.dtype != p.dtype or device_of(array) != device):
+                arrays[i] = to_device(array, device).astype(p.dtype, copy=False)
 
     def update(self, i, p):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -235,6 +235,8 @@ RUN_SETTINGS = ("data", "model", "batch_size", "lr", "schedule", "milestone", "v
                 "val_frames", "seed", "downsample", "max_shift", "loss")
 RUN_FILES = ("last.npz", "log.jsonl", "config.json")  # what makes a folder a run's
 TEXT_FILES = ("log.jsonl", "config.json", "results.json")  # written whole by atomic_write_text
+# what a full disk while writing the log or a figure leaves, and what to do ({fix}: disk_error's)
+KEPT_ON_DISK_ERROR = "the run's checkpoints are unchanged: {fix}, then continue with --resume"
 
 
 def _resume_folder(out):
@@ -345,7 +347,7 @@ class Trainer:
                     if (self.out / name).exists()]
             if held:  # another run's folder, perhaps of a run still going: never taken over
                 raise _held(self.out, held[0])
-        claimed = config.resume  # a resumed run's folder is its own already
+        claimed = False
         try:
             self._check_writable()
             if not config.resume:
@@ -358,9 +360,8 @@ class Trainer:
         except BaseException:
             # a run that never started leaves the folder as it found it; one that did not win
             # the folder touches nothing in it (another run may be setting up there)
-            if claimed and not config.resume:
-                (self.out / "config.json").unlink(missing_ok=True)
             if claimed:
+                (self.out / "config.json").unlink(missing_ok=True)
                 self._remove_if_empty(made)
             raise
 
@@ -459,8 +460,7 @@ class Trainer:
             with open(path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
         except OSError as error:
-            raise disk_error(path, error, "the run's checkpoints are unchanged: {fix}, then "
-                                          "continue with --resume") from None
+            raise disk_error(path, error, KEPT_ON_DISK_ERROR) from None
 
     def _meta(self):
         return {"model": self.config.model,
@@ -739,8 +739,7 @@ class Trainer:
         try:
             yield
         except OSError as error:
-            raise disk_error(path, error, "the run's checkpoints are unchanged: {fix}, then "
-                                          "continue with --resume") from None
+            raise disk_error(path, error, KEPT_ON_DISK_ERROR) from None
 
 
 def train(config: TrainConfig | None = None, **overrides):
