@@ -1,11 +1,14 @@
 """Pictures: label colours, overlays, prediction grids and training curves (matplotlib, no window)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from .backend import as_numpy
 from .data.labels import CLASS_NAMES, PALETTE
 from .data.predictions import as_rgb, colorize, overlay  # noqa: F401 (overlay: re-exported)
+from .files import write_atomically
 
 __all__ = ["colorize", "overlay", "save_prediction_grid", "plot_curves"]
 
@@ -15,6 +18,14 @@ def _figure(**kwargs):
     # session (a notebook's inline plots) is left as it is
     from matplotlib.figure import Figure
     return Figure(**kwargs)
+
+
+def _save(fig, path):
+    """Write the figure whole or not at all, in the format its file name's extension names (PNG
+    when it has none): a run killed while drawing leaves the previous picture, not half of one."""
+    path = Path(path)
+    image_format = path.suffix[1:].lower() or "png"
+    write_atomically(path, lambda handle: fig.savefig(handle, dpi=90, format=image_format))
 
 
 def save_prediction_grid(path, images, targets, predictions, titles=None):
@@ -45,7 +56,7 @@ def save_prediction_grid(path, images, targets, predictions, titles=None):
     handles.append(Patch(color="black", label="void (not scored)"))
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path, dpi=90)
+    _save(fig, path)
 
 
 def plot_curves(path, steps, losses, val_steps=None, val_ious=None):
@@ -64,4 +75,4 @@ def plot_curves(path, steps, losses, val_steps=None, val_ious=None):
         ax2.set_ylim(0, 1)
     ax.set_title("training curves")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    _save(fig, path)

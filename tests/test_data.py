@@ -234,6 +234,38 @@ def test_write_prediction_uses_label_ids(tmp_path):
         write_prediction(tmp_path / "q.png", np.array([[255]]))
 
 
+def test_a_write_that_dies_midway_leaves_the_earlier_file_whole(tmp_path, monkeypatch):
+    # a predict killed while writing must not leave a truncated PNG that eval then fails on
+    from minifrrn.viz import plot_curves
+    from minifrrn.data.predictions import write_overlay
+    image = np.random.default_rng(0).integers(0, 256, (2, 2, 3), dtype=np.uint8)
+    write_prediction(tmp_path / "p.png", np.array([[0, 13], [18, 10]]))
+    write_overlay(tmp_path / "o.png", image, np.array([[0, 13], [18, 10]]))
+    plot_curves(tmp_path / "c.png", np.arange(3), np.array([3.0, 2.0, 1.0]))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def dies_midway(self, fp, format=None, **params):
+        fp.write(b"\x89PNG\r\n")  # the start of a file, then the process is gone
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        write_prediction(tmp_path / "p.png", np.array([[1, 1], [1, 1]]))
+    with pytest.raises(KeyboardInterrupt):
+        write_overlay(tmp_path / "o.png", image, np.array([[1, 1], [1, 1]]))
+    from matplotlib.figure import Figure
+    monkeypatch.setattr(Figure, "savefig", lambda self, fp, **kw: dies_midway(self, fp))
+    with pytest.raises(KeyboardInterrupt):
+        plot_curves(tmp_path / "c.png", np.arange(2), np.array([5.0, 4.0]))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary left
+
+
+def test_a_prediction_is_never_written_lossily(tmp_path):
+    with pytest.raises(ValueError, match=r"not a \.png.*losslessly"):
+        write_prediction(tmp_path / "p.jpg", np.array([[0, 13], [18, 10]]))
+    assert not list(tmp_path.iterdir())
+
+
 def test_processes_generating_at_once_keep_the_first_complete_set(tmp_path, monkeypatch):
     # this process draws its set while another one finishes the same set first: the first set,
     # which the other may already be reading, stays in place; this process's copy is dropped

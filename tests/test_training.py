@@ -759,15 +759,15 @@ def test_a_run_whose_setup_fails_leaves_no_claim_behind(data_root, tmp_path):
 def test_a_folder_is_claimed_once_also_where_files_cannot_be_hard_linked(tmp_path, monkeypatch):
     import errno
 
-    from minifrrn.training import checkpoint
+    from minifrrn import files
 
     def no_links(source, target):
         raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(checkpoint.os, "link", no_links)
-    checkpoint.atomic_write_text(tmp_path / "config.json", "first", exclusive=True)
+    monkeypatch.setattr(files.os, "link", no_links)
+    files.atomic_write_text(tmp_path / "config.json", "first", exclusive=True)
     with pytest.raises(FileExistsError):
-        checkpoint.atomic_write_text(tmp_path / "config.json", "second", exclusive=True)
+        files.atomic_write_text(tmp_path / "config.json", "second", exclusive=True)
     assert (tmp_path / "config.json").read_text() == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # no temporary file left
 

@@ -1,6 +1,6 @@
 """`minifrrn bench`: op and model timings, each as a ratio to a floor measured in the same run."""
-from pathlib import Path
 
+from ..files import atomic_write_text
 from . import CLIError, check_output_file
 
 
@@ -50,5 +50,5 @@ def run(args):
                                    every_conv=args.every_conv)
     print(format_rows(rows, machine))
     if args.json:
-        Path(args.json).write_text(to_json(rows, machine))
+        atomic_write_text(args.json, to_json(rows, machine))
     return 0

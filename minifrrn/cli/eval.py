@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+from ..files import atomic_write_text
 from . import CLIError, check_output_file
 
 
@@ -55,7 +56,7 @@ def report(results, json_path=None):
     print(format_table(results))
     print(format_averages(results))
     if json_path:
-        Path(json_path).write_text(json.dumps(results, indent=1))
+        atomic_write_text(json_path, json.dumps(results, indent=1))
 
 
 def run(args):

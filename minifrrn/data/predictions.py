@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image
 
 from ..backend import as_numpy
+from ..files import write_atomically
 from .labels import NUM_CLASSES, PALETTE, TRAIN2ID
 
 __all__ = ["write_prediction", "write_overlay", "train_to_label_ids", "colorize", "as_rgb",
@@ -35,10 +36,23 @@ def _check_map(train_ids, what):
 
 
 def write_prediction(path, train_ids):
-    """Save a (H, W) trainId map as a mode-L PNG of label ids."""
+    """Save a (H, W) trainId map as a mode-L PNG of label ids, whole or not at all (a killed
+    ``predict`` leaves no truncated PNG for an evaluation to choke on)."""
     _check_map(train_ids, "write_prediction")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(train_to_label_ids(train_ids), "L").save(path)
+    if Path(path).suffix.lower() != ".png":
+        raise ValueError(f"write_prediction: {path} is not a .png: label ids must be stored "
+                         f"losslessly, as the official format's PNG; name the file *.png")
+    _save_image(path, Image.fromarray(train_to_label_ids(train_ids), "L"))
+
+
+def _save_image(path, image):
+    """Save a PIL image atomically, in the format its file name's extension names."""
+    path = Path(path)
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format is None:
+        raise ValueError(f"cannot tell an image format from the name {path.name}: end it in .png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda handle: image.save(handle, format=image_format))
 
 
 def colorize(train_ids):
@@ -73,6 +87,6 @@ def overlay(image, train_ids, alpha=0.5):
 
 
 def write_overlay(path, image, train_ids, alpha=0.5):
-    """Save the image blended with the prediction in Cityscapes colours (``overlay``)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(overlay(image, train_ids, alpha), "RGB").save(path)
+    """Save the image blended with the prediction in Cityscapes colours (``overlay``), whole or not
+    at all."""
+    _save_image(path, Image.fromarray(overlay(image, train_ids, alpha), "RGB"))
