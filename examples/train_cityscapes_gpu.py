@@ -125,6 +125,10 @@ def main(argv=None):
         summary = trainer.run()
     except (TrainingDiverged, ValueError, OSError, GPUUnavailableError) as error:
         fail(error)  # e.g. an unreadable frame met in the first epoch
+    except MemoryError as error:  # CuPy's out-of-memory error is a MemoryError
+        fail(f"out of memory ({str(error).splitlines()[0] if str(error) else 'no size given'}): "
+             f"continue with the same arguments plus --resume --checkpointing --out {trainer.out}, "
+             f"or start a new run with a smaller --batch-size")
     except KeyboardInterrupt:
         # a first Ctrl-C finishes the step in progress and saves last.npz; a second stops at once,
         # and the run resumes from its last checkpoint

@@ -94,6 +94,25 @@ def test_train_example_reports_a_bad_frame_met_in_training_in_one_line(tmp_path,
     assert "is not a readable image" in err
 
 
+def test_train_example_reports_running_out_of_memory_in_one_line(tmp_path, capsys, monkeypatch):
+    train = load_example("train_cityscapes_gpu")
+    from minifrrn.training import Trainer
+
+    def out_of_memory(self, batch):  # CuPy's error is a MemoryError with the size in its message
+        raise MemoryError("Out of memory allocating 9,663,676,416 bytes")
+
+    monkeypatch.setattr(Trainer, "train_step", out_of_memory)
+    root = write_tiny_cityscapes(tmp_path / "cityscapes")
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--data", str(root), "--model", "tiny", "--device", "cpu", "--downsample", "1",
+                    "--batch-size", "2", "--steps", "2", "--num-workers", "0",
+                    "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1
+    assert "out of memory (Out of memory allocating 9,663,676,416 bytes)" in err
+    assert f"--resume --checkpointing --out {tmp_path / 'run'}" in err
+
+
 def test_train_example_trains_checkpoints_and_resumes(tmp_path, capsys):
     train = load_example("train_cityscapes_gpu")
     root = write_tiny_cityscapes(tmp_path / "cityscapes")

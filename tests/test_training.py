@@ -210,6 +210,29 @@ def test_cli_resume_with_a_checkpoint_of_another_model(data_root, tmp_path, caps
     assert "from model 'frrn_a'" in capsys.readouterr().err
 
 
+def test_running_out_of_memory_is_one_line_whose_advice_works(data_root, tmp_path, monkeypatch,
+                                                                capsys):
+    out = tmp_path / "oom"
+    real_step = Trainer.train_step
+
+    def step_too_large(self, batch):
+        if not self.config.checkpointing:  # as an activation too large for this machine would
+            np.empty(1 << 50, np.float32)  # NumPy's own out-of-memory error (4 PiB)
+        return real_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", step_too_large)
+    argv = ["--data", str(data_root), "--steps", "2", "--batch-size", "2", "--val-every", "2",
+            "--downsample", "1", "--out", str(out), "--quiet", "--num-workers", "1",
+            "--no-final-eval"]
+    assert main(["train", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "out of memory (Unable to allocate" in err
+    assert "--resume --checkpointing" in err
+    # the advice, taken: the run starts again with checkpointing and finishes
+    assert main(["train", "--resume", "--checkpointing", "--out", str(out), "--quiet"]) == 0
+    assert load_checkpoint(out / "last.npz")[2]["step"] == 2
+
+
 def test_cli_unwritable_output_folder(data_root, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")

@@ -6,7 +6,8 @@ subcommand's module for its arguments; what a subcommand needs only to run is im
 
 Errors the user can fix (a wrong path, a bad flag value, a missing GPU) are raised as ``CLIError``,
 ``ValueError``, ``TypeError``, ``FileNotFoundError``, ``FileExistsError`` or ``GPUUnavailableError``; ``main`` prints their
-one-line message (no traceback) and exits with status 2.
+one-line message (no traceback) and exits with status 2. Running out of memory (on the CPU or the
+GPU) is one line too, naming the setting that makes the largest arrays smaller.
 """
 from __future__ import annotations
 
@@ -24,6 +25,18 @@ COMMANDS = {
     "predict": "write label-id PNGs (and colour overlays) for a list of images",
     "synth": "generate synthetic street scenes as real Cityscapes-format files",
     "bench": "time the ops and models, as ratios to floors measured in the same run",
+}
+
+
+# what to change when a command runs out of memory: the settings its largest arrays grow with
+OUT_OF_MEMORY_FIX = {
+    "train": ("continue with --resume --checkpointing (the FRRUs are then recomputed in backward, "
+              "which needs less memory), or start a new run into another --out with a smaller "
+              "--batch-size or a larger --downsample"),
+    "eval": "use a smaller --batch-size (1 is the default)",
+    "predict": "the images are too large for this device's memory: predict smaller ones",
+    "synth": "choose a smaller --height and --width",
+    "bench": "use --quick",
 }
 
 
@@ -78,6 +91,13 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: one line and the shell's code for it, no traceback
         print(f"minifrrn {args.command}: interrupted", file=sys.stderr)
         return 130
+    # NumPy's and CuPy's out-of-memory errors are both MemoryErrors; their message says how much
+    # was asked for
+    except MemoryError as error:
+        detail = str(error).splitlines()[0] if str(error) else "no size given"
+        print(f"minifrrn {args.command}: error: out of memory ({detail}): "
+              f"{OUT_OF_MEMORY_FIX[args.command]}", file=sys.stderr)
+        return 2
     # OSError: a full disk or a file-size limit among them (checkpoints and a run's files name the
     # file and what is kept)
     except (CLIError, ValueError, TypeError, OSError, KeyError, GPUUnavailableError) as error:
