@@ -120,3 +120,46 @@ def test_blocks_of_channels_give_the_whole_arrays_result(relu, monkeypatch):
     assert norm._block_bytes(x) == 1
     for blocked, expected in zip(run(), whole):
         np.testing.assert_array_equal(blocked, expected)
+
+
+def _train_step(x, gy, relu):
+    """One training-mode batch norm forward and backward in float32, with running statistics."""
+    C = x.shape[1]
+    rng = np.random.default_rng(3)
+    xt = mf.tensor(x, requires_grad=True)
+    gamma = mf.tensor(rng.uniform(0.5, 1.5, C).astype(np.float32), requires_grad=True)
+    beta = mf.tensor(rng.uniform(-0.5, 0.5, C).astype(np.float32), requires_grad=True)
+    running_mean, running_var = np.zeros(C, np.float32), np.ones(C, np.float32)
+    y = F.batch_norm(xt, gamma, beta, running_mean, running_var, True, relu=relu)
+    y.backward(gy)
+    return y.data, xt.grad, gamma.grad, beta.grad, running_mean, running_var
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_a_channels_result_does_not_depend_on_the_width_of_its_block(relu, monkeypatch):
+    # NumPy sums a one-channel block's N·H·W values in another order than the same channel's
+    # inside a wider block once N >= 8; the blocks change with the number of threads
+    from minifrrn.functional import cpu_parallel, norm
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((13, 5, 8, 16)) * 3 + 1).astype(np.float32)
+    gy = rng.standard_normal(x.shape).astype(np.float32)
+    whole = _train_step(x, gy, relu)
+    monkeypatch.setattr(cpu_parallel, "CACHE_BLOCK_BYTES", 1024)
+    monkeypatch.setattr(norm, "INLINE_BLOCK_BYTES", 1)  # every channel a block of its own
+    for blocked, expected in zip(_train_step(x, gy, relu), whole):
+        np.testing.assert_array_equal(blocked, expected)
+
+
+def test_training_gives_the_same_bits_on_any_number_of_threads(monkeypatch):
+    # (13, 96, 32, 64): 2 threads make blocks of 19, 19, 19, 19, 19 and 1 channels, 3 threads
+    # blocks of 16
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((13, 96, 32, 64)).astype(np.float32)
+    gy = rng.standard_normal(x.shape).astype(np.float32)
+    results = []
+    for threads in ("1", "2", "3"):
+        monkeypatch.setenv("MINIFRRN_CPU_THREADS", threads)
+        results.append(_train_step(x, gy, relu=True))
+    for other in results[1:]:
+        for got, expected in zip(other, results[0]):
+            np.testing.assert_array_equal(got, expected)

@@ -46,6 +46,20 @@ def _per_channel(v):
 INLINE_BLOCK_BYTES = 1 << 19
 
 
+def _channel_sums(a, b=None):
+    """Σ over (N, H, W) of ``a`` (of ``a·b`` when ``b`` is given), per channel: each image's plane
+    summed on its own, then the images added in order. Its rounding then depends on the channel's
+    values alone, never on how many channels share its block (the blocks change with the number of
+    threads): NumPy's sum over axes (0, 2, 3) of a one-channel block pairs the N·H·W values
+    differently from the same channel's inside a wider block, so results differed in the last bit
+    between 2 and 3 threads."""
+    per_image = a.sum(axis=(2, 3)) if b is None else np.einsum("nchw,nchw->nc", a, b)
+    total = per_image[0].copy()
+    for image_sums in per_image[1:]:
+        total += image_sums
+    return total
+
+
 def _block_bytes(x):
     """The block size for ``par.over_channels``: ``INLINE_BLOCK_BYTES`` for an activation that runs
     on one thread and, with its output, overflows a core's L2; the default otherwise."""
@@ -115,10 +129,10 @@ class BatchNormFunction(Function):
         def normalise_channels(c0, c1):
             xb, yb = x[:, c0:c1], y[:, c0:c1]
             if self.training:
-                mean[c0:c1] = xb.mean(axis=(0, 2, 3))
+                mean[c0:c1] = _channel_sums(xb) / M
             np.subtract(xb, _per_channel(mean[c0:c1]), out=yb)                # centred
             if self.training:
-                var[c0:c1] = np.einsum("nchw,nchw->c", yb, yb) / M
+                var[c0:c1] = _channel_sums(yb, yb) / M
             invstd[c0:c1] = 1.0 / np.sqrt(var[c0:c1] + dtype(self.eps))
             yb *= _per_channel(invstd[c0:c1] * gamma[c0:c1])
             yb += _per_channel(beta[c0:c1])
@@ -157,9 +171,9 @@ class BatchNormFunction(Function):
                 np.multiply(centred, _per_channel(invstd[c0:c1] * self.gamma[c0:c1]), out=gx_b)
                 passes = np.greater(gx_b, _per_channel(-self.beta[c0:c1]))
                 gy_b = np.multiply(gy_b, passes, out=gx_b)
-            gbeta[c0:c1] = gy_b.sum(axis=(0, 2, 3))
+            gbeta[c0:c1] = _channel_sums(gy_b)
             # gγ = Σ gy·x̂ = (1/σ)·Σ gy·(x − μ): x̂ itself is never formed
-            ggamma[c0:c1] = np.einsum("nchw,nchw->c", gy_b, centred) * invstd[c0:c1]
+            ggamma[c0:c1] = _channel_sums(gy_b, centred) * invstd[c0:c1]
             if self.training:
                 # gx = γ/(M·√(σ²+ε)) · (M·gy − gβ − x̂·gγ) = scale · (gy − gβ/M − (x − μ)·gγ/(σ·M))
                 centred *= _per_channel(-ggamma[c0:c1] * invstd[c0:c1] / M)
