@@ -227,6 +227,36 @@ class Tensor:
     def __len__(self):
         return len(self.data)
 
+    def __bool__(self):
+        # a one-element tensor is as true as its value (``if loss > 0``-style tests on scalars);
+        # for more elements "true" has no single meaning, as for NumPy arrays
+        if self.data.size != 1:
+            raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous: "
+                             f"reduce it first (t.data.any(), t.data.all()) or test t.item()")
+        return bool(self.data.item())
+
+    def __float__(self):
+        return float(self._one_value("float"))
+
+    def __int__(self):
+        return int(self._one_value("int"))
+
+    def _one_value(self, what):
+        if self.data.size != 1:
+            raise TypeError(f"{what}() of a tensor needs one element, got shape {self.shape}: "
+                            f"reduce it first (e.g. t.sum())")
+        return self.data.item()
+
+    def __array__(self, dtype=None, copy=None):
+        # np.asarray(t), np.allclose(t, ...): the values, as a NumPy array (copied from a GPU),
+        # without the graph (NumPy functions do not record gradients)
+        values = as_numpy(self.data)
+        return values.astype(dtype, copy=False) if dtype is not None else values
+
+    # a NumPy ufunc applied to a tensor (np.exp(t)) would return an array, silently without the
+    # graph; with this it raises, and ``ndarray + Tensor`` calls Tensor.__radd__
+    __array_ufunc__ = None
+
     def __repr__(self):
         body = repr(as_numpy(self.data)).replace("array(", "").rstrip(")")
         extra = ", requires_grad=True" if self.requires_grad else ""
@@ -326,6 +356,47 @@ class Tensor:
                              f"got {base!r}")
         return (self * math.log(base)).exp()
 
+    # in place: x += y, x -= y, x *= y, x /= y. Where the op records no graph (under no_grad(),
+    # the optimiser step written by hand; or between constants) the data changes in place, as for
+    # an array; where it does, the result is a new tensor of the graph, as ``x = x + y`` would be
+    # (accumulating a loss), except on a leaf that requires grad: that update was meant for
+    # no_grad(), and would otherwise turn the parameter into an intermediate
+    def __iadd__(self, other):
+        return self._in_place("add", "+", other, Tensor.__add__)
+
+    def __isub__(self, other):
+        return self._in_place("subtract", "-", other, Tensor.__sub__)
+
+    def __imul__(self, other):
+        return self._in_place("multiply", "*", other, Tensor.__mul__)
+
+    def __itruediv__(self, other):
+        return self._in_place("true_divide", "/", other, Tensor.__truediv__)
+
+    def _in_place(self, ufunc, symbol, other, out_of_place):
+        records = self.requires_grad or (isinstance(other, Tensor) and other.requires_grad)
+        if _Config.enable_backprop and records:
+            if self.requires_grad and self.is_leaf:
+                raise RuntimeError(
+                    f"{self._node.describe()} {symbol}= ... on a leaf that requires grad while "
+                    f"gradients are recorded: put a parameter update under `with mf.no_grad():` "
+                    f"(or change .data)")
+            return out_of_place(self, other)
+        value = unwrap(other)
+        xp = get_array_module(self.data, value)  # one clear error when NumPy and CuPy meet
+        if isinstance(value, (int, float, bool, np.integer, np.floating, np.bool_)):
+            check_number_fits(self.dtype, value)
+        try:
+            getattr(xp, ufunc)(self.data, value, out=self.data, casting="same_kind")
+        except (TypeError, ValueError) as error:  # NumPy's casting and broadcasting errors
+            value_shape = tuple(getattr(value, "shape", ()))
+            kind = TypeError if isinstance(error, TypeError) else ValueError
+            raise kind(f"t {symbol}= value changes t in place, so the result must keep t's shape "
+                       f"{self.shape} and dtype {self.dtype}; the value has shape {value_shape}, "
+                       f"dtype {getattr(value, 'dtype', type(value).__name__)}: use "
+                       f"t = t {symbol} value for a new tensor") from None
+        return self
+
     def __matmul__(self, other):
         return _F().matmul(self, other)
 
@@ -356,9 +427,28 @@ class Tensor:
         return _F().reshape(self, shape)
 
     def transpose(self, *axes):
+        """``t.transpose()``: the axes reversed; ``t.transpose(a, b)``: axes a and b swapped (as in
+        PyTorch; on a matrix, ``t.transpose(0, 1)`` is its transpose); ``t.transpose(p)`` with a
+        tuple, or with one axis per dimension of a tensor of three or more: the permutation ``p``
+        (as NumPy's)."""
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            return _F().transpose(self, tuple(axes[0]))
+        if len(axes) == 2:
+            a, b = axes
+            for axis in axes:
+                if not is_whole_number(axis) or not -self.ndim <= axis < self.ndim:
+                    raise ValueError(f"transpose({a!r}, {b!r}): axes of a {self.ndim}-D tensor "
+                                     f"are integers from {-self.ndim} to {self.ndim - 1}")
+            order = list(range(self.ndim))
+            order[a], order[b] = order[b], order[a]
+            return _F().transpose(self, tuple(order))
+        return _F().transpose(self, axes or None)
+
+    def permute(self, *axes):
+        """The axes in the order ``axes`` (one per dimension), as PyTorch's ``permute``."""
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
-        return _F().transpose(self, axes or None)
+        return _F().transpose(self, axes)
 
     @property
     def T(self):
@@ -401,6 +491,20 @@ def unwrap(x):
 def is_whole_number(value) -> bool:
     """An int or a NumPy integer, not a bool: what a size, a count or a step may be."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def int_pair(value, what):
+    """An int or a pair of ints (a kernel size, a stride, a padding) as a pair of ints, or a
+    one-line error naming ``what`` ("conv2d: stride"): 2.9 is refused, never rounded down."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{what} must be an int or a pair, got {value!r}")
+        first, second = value
+    else:
+        first = second = value
+    if not (is_whole_number(first) and is_whole_number(second)):
+        raise TypeError(f"{what} must be integers, got {value!r}")
+    return int(first), int(second)
 
 
 def check_positive_number(value, what):
@@ -457,6 +561,12 @@ class Function:
     broadcasts = False
 
     def __call__(self, *inputs):
+        if "_called" in self.__dict__:
+            # a Function holds one call's inputs and saved arrays: a second call would overwrite
+            # them, and the graph would silently lose the first call's gradients
+            raise RuntimeError(f"this {type(self).__name__} was already called: a Function object "
+                               f"is used once; make a new one for each call "
+                               f"({type(self).__name__}(...)(x))")
         like = next((x for x in inputs if isinstance(x, Tensor)), None)
         tensors = [as_tensor(x, like) for x in inputs]
         arrays = [t.data for t in tensors]
@@ -479,6 +589,7 @@ class Function:
                 r._node.generation = self.generation + 1
         else:
             self.release()
+        self._called = True
         return results[0] if single else results
 
     def save_for_backward(self, *arrays):

@@ -307,3 +307,98 @@ def test_a_backward_that_forgets_a_gradient_is_told_so():
     x, w = (mf.tensor(np.array([1.0, 2.0]), requires_grad=True) for _ in range(2))
     with pytest.raises(RuntimeError, match="its backward must return one for every input"):
         ForgetsW()(x, w).sum().backward()
+
+
+def test_a_function_object_called_twice_is_refused_rather_than_losing_gradients():
+    from minifrrn.functional.elementwise import Exp
+    x = mf.tensor([1.0, 2.0], dtype=np.float64, requires_grad=True)
+    exp = Exp()
+    y = exp(x)
+    with pytest.raises(RuntimeError, match="already called.*new one for each call"):
+        exp(y)  # used to overwrite the first call's inputs: x.grad stayed None
+    with mf.no_grad():
+        unrecorded = Exp()
+        unrecorded(x)
+        with pytest.raises(RuntimeError, match="already called"):
+            unrecorded(x)
+    Exp()(Exp()(x)).sum().backward()
+    np.testing.assert_allclose(x.grad, np.exp(np.exp(x.data)) * np.exp(x.data))
+
+
+def test_in_place_operators_change_the_data_where_no_graph_is_recorded():
+    rng = np.random.default_rng(5)
+    start = rng.standard_normal(4)
+    w = mf.tensor(start.copy(), requires_grad=True)
+    (w * w).sum().backward()
+    data = w.data
+    with mf.no_grad():  # the update a user writes by hand, as in PyTorch
+        w -= 0.5 * w.grad
+        w *= 3
+        w /= mf.tensor(np.full(4, 2.0))
+        w += 1
+    # the same leaf and the same array: an optimiser or a model holding w sees the update
+    assert w.data is data and w.is_leaf and w.requires_grad
+    np.testing.assert_allclose(w.data, (start - 0.5 * 2 * start) * 3 / 2 + 1)
+
+
+def test_in_place_operators_while_recording():
+    rng = np.random.default_rng(7)
+    w = mf.tensor(rng.standard_normal(3), requires_grad=True)
+    with pytest.raises(RuntimeError, match="under `with mf.no_grad\\(\\):`"):
+        w -= 0.1
+    x = mf.tensor(rng.standard_normal(3), requires_grad=True)
+    total = (x * x).sum()
+    total += (2 * x).sum()  # accumulating a loss: a new tensor of the graph
+    total.backward()
+    np.testing.assert_allclose(x.grad, 2 * x.data + 2)
+
+
+def test_in_place_operators_keep_shape_and_dtype():
+    t = mf.tensor(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"keep t's shape \(2, 3\)"):
+        t += np.ones((4, 2, 3), np.float32)
+    i = mf.tensor(np.arange(3))
+    with pytest.raises(TypeError, match="dtype int64"):
+        i /= 2
+    with pytest.raises(TypeError, match="cannot hold"):
+        i += 2.5
+
+
+def test_truth_values_and_conversions_of_one_element():
+    assert not mf.tensor([0.0]) and mf.tensor(2.0)
+    assert float(mf.tensor([[1.5]])) == 1.5 and int(mf.tensor(3)) == 3
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(mf.tensor([0.0, 1.0]))
+    with pytest.raises(TypeError, match="one element"):
+        float(mf.tensor([1.0, 2.0]))
+
+
+def test_numpy_reads_a_tensor_as_its_values_and_refuses_ufuncs():
+    rng = np.random.default_rng(8)
+    values = rng.standard_normal((2, 3)).astype(np.float32)
+    t = mf.tensor(values, requires_grad=True)
+    converted = np.asarray(t)
+    assert converted.dtype == np.float32 and np.array_equal(converted, values)
+    assert np.allclose(t, values)
+    with pytest.raises(TypeError):
+        np.exp(t)  # would return an array cut from the graph
+    total = values + t  # an array on the left still gives a tensor of the graph
+    assert isinstance(total, mf.Tensor) and total.requires_grad
+
+
+def test_transpose_of_two_axes_swaps_them_as_pytorch_does():
+    rng = np.random.default_rng(9)
+    m = mf.tensor(rng.standard_normal((2, 3)))
+    assert m.transpose(0, 1).shape == (3, 2) and m.transpose(1, 0).shape == (3, 2)
+    x = mf.tensor(rng.standard_normal((2, 3, 4)), requires_grad=True)
+    swapped = x.transpose(0, 2)
+    np.testing.assert_array_equal(swapped.data, x.data.swapaxes(0, 2))
+    assert x.transpose(2, 0, 1).shape == (4, 2, 3) and x.permute(2, 0, 1).shape == (4, 2, 3)
+    assert x.transpose((1, 0, 2)).shape == (3, 2, 4)
+    g = rng.standard_normal((4, 3, 2))
+    swapped.backward(g)
+    np.testing.assert_array_equal(x.grad, g.swapaxes(0, 2))
+    with pytest.raises(ValueError, match="integers from -3 to 2"):
+        x.transpose(0, 3)
+    with pytest.raises(ValueError, match="not a permutation"):
+        mf.tensor(1.0).transpose(0)

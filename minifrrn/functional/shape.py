@@ -5,7 +5,7 @@ Each moves or selects elements without changing them, so each backward moves the
 """
 from __future__ import annotations
 
-from ..autograd import Function, Tensor, as_tensor
+from ..autograd import Function, Tensor, as_tensor, is_whole_number
 from ..backend import get_array_module
 
 __all__ = ["reshape", "transpose", "concat", "getitem", "matmul"]
@@ -37,7 +37,8 @@ class Transpose(Function):
 
     def forward(self, x):
         axes = tuple(reversed(range(x.ndim))) if self.axes is None else self.axes
-        if sorted(a % x.ndim for a in axes) != list(range(x.ndim)):
+        if (len(axes) != x.ndim or not all(is_whole_number(a) for a in axes)
+                or sorted(a % x.ndim for a in axes) != list(range(x.ndim))):
             raise ValueError(f"transpose: axes {axes} are not a permutation of the "
                              f"{x.ndim} axes of the input")
         self.inverse = tuple(sorted(range(x.ndim), key=lambda i: axes[i] % x.ndim))
