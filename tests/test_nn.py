@@ -158,3 +158,76 @@ def test_a_sequential_refuses_what_is_not_a_module():
 def test_a_module_casts_only_to_the_ops_dtypes():
     with pytest.raises(TypeError, match="float32 or float64, got float16"):
         nn.Conv2d(2, 2, 1).astype(np.float16)
+
+
+def test_a_state_that_cannot_be_loaded_whole_leaves_the_module_unchanged():
+    net = Net()
+    before = net.state_dict()
+    rng = np.random.default_rng(4)
+    state = {k: rng.standard_normal(v.shape) for k, v in before.items()}
+    state["body.1.weight"] = np.full(before["body.1.weight"].shape, 1e300)  # beyond float32
+    with pytest.raises(ValueError, match=r"'body.1.weight' holds values beyond the range of float32"):
+        net.load_state_dict(state)
+    for name, value in net.state_dict().items():  # the entries before it were not copied either
+        np.testing.assert_array_equal(value, before[name])
+    state["body.1.weight"] = before["body.1.weight"] * (1 + 1j)
+    with pytest.raises(TypeError, match="'body.1.weight' holds complex64 values"):
+        net.load_state_dict(state)
+    with pytest.raises(TypeError, match="takes a mapping of names to arrays"):
+        net.load_state_dict([1, 2])
+    with pytest.raises(KeyError) as missing:
+        net.load_state_dict({})
+    assert str(missing.value).startswith("state dict is missing 7 key(s)")  # no quotes around it
+
+
+def test_load_state_dict_returns_the_missing_and_unexpected_keys():
+    net = Net()
+    state = net.state_dict()
+    del state["bn.running_var"]
+    state["extra"] = np.zeros(1)
+    missing, unexpected = Net().load_state_dict(state, strict=False)
+    assert missing == ["bn.running_var"] and unexpected == ["extra"]
+    assert Net().load_state_dict(net.state_dict()) == ([], [])
+
+
+def test_deleting_or_shadowing_registered_state():
+    conv = nn.Conv2d(2, 3, 3, bias=True)
+    del conv.bias
+    assert [n for n, _ in conv.named_parameters()] == ["weight"]
+    assert list(conv.state_dict()) == ["weight"]
+    bn = nn.BatchNorm2d(3)
+    with pytest.raises(KeyError, match="'weight' is already a parameter"):
+        bn.register_buffer("weight", np.zeros(3, np.float32))
+    bn.running_mean = nn.Parameter(np.ones(3, np.float32))  # becomes a parameter, as in PyTorch
+    assert "running_mean" in dict(bn.named_parameters())
+    assert "running_mean" not in dict(bn.named_buffers())
+
+
+def test_a_shared_module_is_walked_once_and_a_cycle_ends():
+    shared = nn.Conv2d(2, 2, 1)
+    outer = nn.Sequential(shared, nn.ReLU(), shared)
+    assert [n for n, _ in outer.named_modules()] == ["", "0", "1"]
+    outer.me = outer  # a module holding itself: the walk must end
+    assert len(list(outer.named_modules())) == 3
+    with pytest.raises(TypeError, match="mode must be True or False"):
+        outer.train("no")
+
+
+def test_reprs_show_stride_and_padding():
+    assert repr(nn.Conv2d(3, 4, 3, stride=2)) == "Conv2d(3, 4, kernel_size=3, stride=2, padding=1)"
+    assert repr(nn.MaxPool2d(3, 2)) == "MaxPool2d(3, stride=2)"
+
+
+def test_batch_norm_given_pytorchs_argument_order_is_refused():
+    bn = nn.BatchNorm2d(3)
+    x = mf.tensor(np.random.default_rng(5).standard_normal((2, 3, 4, 4)).astype(np.float32))
+    with pytest.raises(TypeError, match="running_mean requires grad, so it looks like gamma"):
+        mf.functional.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, True)
+
+
+def test_pooling_sizes_are_integers():
+    x = mf.tensor(np.random.default_rng(6).standard_normal((1, 1, 6, 6)).astype(np.float32))
+    with pytest.raises(TypeError, match="max_pool2d: kernel must be integers"):
+        mf.functional.max_pool2d(x, (2.9, 2.9))
+    with pytest.raises(TypeError, match="conv2d: stride must be integers"):
+        mf.functional.conv2d(x, mf.tensor(np.ones((1, 1, 3, 3), np.float32)), stride=(1, True))

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import Function, unwrap as _data
+from ..autograd import Function, int_pair, unwrap as _data
 from ..backend import get_array_module
 from ..kernels import executor_for
 from ..kernels import ops as gpu
@@ -80,18 +80,6 @@ ADJOINT_MIN_PIXELS_PER_FILTER = 2
 # band's cols is copied whole there
 OFFSETS_MIN_INNER = 32
 OFFSETS_MIN_PIXELS = 2048
-
-
-def _pair(value, name):
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"conv2d: {name} must be an int or a pair, got {value!r}")
-        a, b = value
-    else:
-        a = b = value
-    if not all(isinstance(v, (int, np.integer)) for v in (a, b)):
-        raise TypeError(f"conv2d: {name} must be integers, got {value!r}")
-    return int(a), int(b)
 
 
 def conv_output_size(size, kernel, stride, pad):
@@ -539,7 +527,7 @@ def conv2d(x, W, b=None, stride=1, pad=0):
     ``stride`` and ``pad`` are ints or (vertical, horizontal) pairs; padding is with zeros.
     Returns y (N, OC, OH, OW). Gradients: gx = col2im(Wᵀ·gy), gW = Σ_n gy·colsᵀ, gb = Σ gy.
     """
-    stride, pad = _pair(stride, "stride"), _pair(pad, "pad")
+    stride, pad = int_pair(stride, "conv2d: stride"), int_pair(pad, "conv2d: pad")
     xd, Wd = _data(x), _data(W)
     if xd.ndim != 4:
         raise ValueError(f"conv2d: x must be 4-D (N, C, H, W), got shape {tuple(xd.shape)}")

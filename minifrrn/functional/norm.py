@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import Function, unwrap
+from ..autograd import Function, Tensor, unwrap
 from ..backend import get_array_module
 from ..kernels import executor_for
 from ..kernels import ops as gpu
@@ -202,6 +202,13 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training, momentum=0.1
     if xd.dtype not in (np.float32, np.float64):
         raise TypeError(f"batch_norm: x must be float32 or float64, got {xd.dtype}")
     C = xd.shape[1]
+    for name, v in (("running_mean", running_mean), ("running_var", running_var)):
+        # PyTorch's order is (x, running_mean, running_var, weight, bias): given so, every check
+        # below passes and the parameters would be overwritten with running statistics
+        if isinstance(v, Tensor) and v.requires_grad:
+            raise TypeError(f"batch_norm: {name} requires grad, so it looks like gamma or beta: "
+                            f"the order is batch_norm(x, gamma, beta, running_mean, running_var, "
+                            f"training)")
     rm = unwrap(running_mean)
     rv = unwrap(running_var)
     for name, v in (("gamma", unwrap(gamma)), ("beta", unwrap(beta)),

@@ -28,7 +28,7 @@ import sys
 
 import numpy as np
 
-from ..autograd import Function, unwrap
+from ..autograd import Function, int_pair, unwrap
 from ..backend import get_array_module
 from ..kernels import executor_for
 from ..kernels import ops as gpu
@@ -363,23 +363,13 @@ class MaxPool2dFunction(Function):
         return gx
 
 
-def _pair(v, name):
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"max_pool2d: {name} must be an int or a pair, got {v!r}")
-        return int(v[0]), int(v[1])
-    if not isinstance(v, (int, np.integer)):
-        raise TypeError(f"max_pool2d: {name} must be an integer, got {v!r}")
-    return int(v), int(v)
-
-
 def max_pool2d(x, kernel, stride=None):
     """Max pooling of x (N, C, H, W) over ``kernel`` windows (stride defaults to the kernel).
 
     Floor output size; backward routes gy to the first maximum of each window.
     """
-    kernel = _pair(kernel, "kernel")
-    stride = kernel if stride is None else _pair(stride, "stride")
+    kernel = int_pair(kernel, "max_pool2d: kernel")
+    stride = kernel if stride is None else int_pair(stride, "max_pool2d: stride")
     xd = unwrap(x)
     if xd.ndim != 4:
         raise ValueError(f"max_pool2d: x must be 4-D (N, C, H, W), got shape {tuple(xd.shape)}")

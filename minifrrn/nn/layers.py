@@ -43,6 +43,7 @@ class Conv2d(Module):
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
+                f"{f', stride={self.stride}' if self.stride != 1 else ''}, padding={self.padding}"
                 f"{', bias' if self.bias is not None else ''}")
 
 
@@ -90,7 +91,7 @@ class MaxPool2d(Module):
         return F.max_pool2d(x, self.kernel, self.stride)
 
     def extra_repr(self):
-        return str(self.kernel)
+        return f"{self.kernel}{f', stride={self.stride}' if self.stride is not None else ''}"
 
 
 class Upsample(Module):

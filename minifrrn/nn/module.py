@@ -7,7 +7,7 @@ norm's running statistics). ``state_dict()`` holds parameters and buffers under 
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 
 import numpy as np
 
@@ -36,6 +36,38 @@ def _like(t, value):
     return xp.asarray(value).astype(t.dtype, copy=False)
 
 
+# what load_state_dict returns, as PyTorch's: the keys the module has but the state lacked, and
+# the keys the state has but the module lacks (both empty after a strict load)
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+class StateDictKeyError(KeyError):
+    """A state dict whose keys do not match the module's; printed as its message (a KeyError's
+    str() would quote it)."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
+def _checked_value(t, value, name):
+    """A state dict entry as an array of parameter or buffer ``t``'s dtype and device, or a
+    one-line error naming the entry: values that are not real numbers, and floats beyond ``t``'s
+    range (1e300 into float32 would become inf), are refused rather than cast."""
+    if not hasattr(value, "dtype"):  # a list or a number
+        value = np.asarray(value)
+    if value.dtype.kind not in "biuf":
+        raise TypeError(f"state dict entry {name!r} holds {value.dtype} values; the model's are "
+                        f"{t.dtype}: give real numbers")
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused just below
+        array = _like(t, value)
+    if value.dtype.kind == "f" and t.dtype.kind == "f":
+        finite_before = int(get_array_module(value).isfinite(value).sum())
+        if int(get_array_module(array).isfinite(array).sum()) != finite_before:
+            raise ValueError(f"state dict entry {name!r} holds values beyond the range of "
+                             f"{t.dtype}, the model's dtype: they would become inf")
+    return array
+
+
 class Module:
     """Base class of every layer and model: call it to run ``forward``."""
 
@@ -48,7 +80,8 @@ class Module:
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
             raise AttributeError("call Module.__init__() before assigning attributes")
-        if name in self._buffers and value is not None and not isinstance(value, Module):
+        if (name in self._buffers and value is not None
+                and not isinstance(value, (Module, Parameter))):
             # a new value for registered state (running statistics): it stays a buffer, of the
             # buffer's dtype and on its device
             self.register_buffer(name, _like(self._buffers[name], value))
@@ -64,19 +97,35 @@ class Module:
             self._modules[name] = value
         object.__setattr__(self, name, value)
 
+    def __delattr__(self, name):
+        # a deleted parameter, buffer or sub-module leaves parameters() and state_dict() as well
+        for store in (self._parameters, self._buffers, self._modules):
+            store.pop(name, None)
+        object.__delattr__(self, name)
+
     def register_buffer(self, name, value):
         """Register non-trainable state (an array or tensor) saved in ``state_dict`` and moved by
         ``to``."""
+        if name in self._parameters or name in self._modules:
+            kind = "a parameter" if name in self._parameters else "a sub-module"
+            raise KeyError(f"register_buffer: {name!r} is already {kind} of this "
+                           f"{type(self).__name__}: choose another name (or del it first)")
         tensor = value if isinstance(value, Tensor) else Tensor(value)
         object.__setattr__(self, name, tensor)
         self._buffers[name] = tensor
         return tensor
 
     # --- traversal ---------------------------------------------------------------------------------
-    def named_modules(self, prefix=""):
+    def named_modules(self, prefix="", _seen=None):
+        """Every module once (this one first), under the first dotted name it is reached by: a
+        shared module is listed once, and a module that contains itself ends the walk there."""
+        seen = set() if _seen is None else _seen
+        if id(self) in seen:
+            return
+        seen.add(id(self))
         yield prefix, self
         for name, module in self._modules.items():
-            yield from module.named_modules(f"{prefix}.{name}" if prefix else name)
+            yield from module.named_modules(f"{prefix}.{name}" if prefix else name, seen)
 
     def children(self):
         return iter(self._modules.values())
@@ -115,6 +164,10 @@ class Module:
     # --- modes, devices, gradients -----------------------------------------------------------------
     def train(self, mode: bool = True):
         """Training mode (batch norm uses and updates batch statistics). Returns self."""
+        if not isinstance(mode, (bool, np.bool_)):
+            raise TypeError(f"train(mode): mode must be True or False, got {mode!r} (eval() is "
+                            f"train(False))")
+        mode = bool(mode)
         for _, module in self.named_modules():
             object.__setattr__(module, "training", mode)
         return self
@@ -161,21 +214,28 @@ class Module:
         return state
 
     def load_state_dict(self, state, strict: bool = True):
-        """Copy arrays from ``state`` into this module's parameters and buffers (on their device).
+        """Copy arrays from ``state`` into this module's parameters and buffers (on their device,
+        in their dtype); returns ``(missing_keys, unexpected_keys)`` as PyTorch does.
 
-        With ``strict`` (the default) a missing or unexpected key raises ``KeyError``; a shape that
-        differs always raises ``ValueError``. Each message names the key.
+        With ``strict`` (the default) a missing or unexpected key raises ``KeyError``; a shape
+        that differs, or values that are not real numbers or do not fit the model's dtype, always
+        raise. Each message names the key. Every entry is checked before any is copied, so a
+        refused state leaves the module as it was.
         """
+        if not (hasattr(state, "keys") and hasattr(state, "items")):
+            raise TypeError(f"load_state_dict takes a mapping of names to arrays (what "
+                            f"state_dict() returns), got {type(state).__name__}")
         own = OrderedDict(list(self.named_parameters()) + list(self.named_buffers()))
-        if strict:
-            missing = [k for k in own if k not in state]
-            unexpected = [k for k in state if k not in own]
-            if missing:
-                raise KeyError(f"state dict is missing {len(missing)} key(s), first {missing[0]!r}")
-            if unexpected:
-                raise KeyError(f"state dict has {len(unexpected)} unexpected key(s), "
-                               f"first {unexpected[0]!r}")
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if strict and missing:
+            raise StateDictKeyError(f"state dict is missing {len(missing)} key(s), first "
+                                    f"{missing[0]!r}")
+        if strict and unexpected:
+            raise StateDictKeyError(f"state dict has {len(unexpected)} unexpected key(s), first "
+                                    f"{unexpected[0]!r}")
         state = {name: unwrap(value) for name, value in state.items()}  # tensors as their arrays
+        converted = {}
         for name, t in own.items():
             if name not in state:
                 continue
@@ -183,11 +243,10 @@ class Module:
             if tuple(np.shape(value)) != tuple(t.shape):
                 raise ValueError(f"state dict entry {name!r} has shape {tuple(np.shape(value))}, the "
                                  f"model expects {tuple(t.shape)}")
-        for name, t in own.items():
-            if name in state:
-                t.data[...] = _like(t, state[name])
-        return self
-
+            converted[name] = _checked_value(t, value, name)
+        for name, array in converted.items():
+            own[name].data[...] = array
+        return IncompatibleKeys(missing, unexpected)
 
     # --- calling -----------------------------------------------------------------------------------
     def forward(self, *args, **kwargs):  # pragma: no cover - abstract
