@@ -463,3 +463,36 @@ def test_a_seed_beyond_32_bits_is_refused_where_its_streams_would_be_another_see
     with pytest.raises((ValueError, TypeError), match=r"seed"):
         TrainConfig(seed=seed).validate()
     assert DataLoader([0, 1, 2], 2, seed=2 ** 32 - 1).seed == 2 ** 32 - 1
+
+
+def test_every_random_purpose_draws_from_a_stream_of_its_own(tmp_path, monkeypatch):
+    # NumPy treats the seed words [s], [s, 0] and [s, 0, 0] as one stream: an epoch's order, a
+    # frame's augmentation, the initial weights and a synthetic scene must not meet that way
+    import minifrrn as mf
+    streams = []
+    real_default_rng = np.random.default_rng
+
+    def recording(seed=None):
+        sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        streams.append((what[0], tuple(sequence.generate_state(4))))
+        return real_default_rng(seed)
+
+    monkeypatch.setattr(np.random, "default_rng", recording)
+    what = ["scenes"]
+    root = synth.generate(tmp_path / "data", n_train=3, n_val=2, height=16, width=32, seed=0)
+    what[0] = "weights"
+    mf.models.frrn_tiny(seed=0)
+    data = Cityscapes(root, "train", augment=True, seed=0)
+    loader = DataLoader(data, batch_size=1, shuffle=True, seed=0)
+    for epoch in range(3):
+        what[0] = f"order {epoch}"
+        loader.order(epoch)
+        for frame in range(3):
+            what[0] = f"augmentation {epoch} {frame}"
+            data.load(frame, epoch)
+    purposes = {}
+    for purpose, state in streams:
+        purposes.setdefault(state, set()).add(purpose)
+    assert len(purposes) >= 5 + 1 + 3 + 9  # scenes, weights, orders, augmentations all seen
+    shared = [sorted(p) for p in purposes.values() if len(p) > 1]
+    assert not shared, f"draws sharing a random stream: {shared}"

@@ -15,10 +15,10 @@ SEED_LIMIT = 2 ** 32
 
 
 def check_seed(seed, owner="seed"):
-    """A seed is a whole number in 0..2³² − 1. The random streams are NumPy generators seeded with
-    [seed, epoch] and [seed, epoch, frame]; a larger seed takes two of those 32-bit words, and
-    its streams would be another seed's streams of other epochs and frames (2³² + 5 at epoch 0
-    repeats seed 5 at epoch 1)."""
+    """A seed is a whole number in 0..2³² − 1, one 32-bit word of a NumPy seed: NumPy splits a
+    larger one into two words, which would overlap the words that follow it where a seed starts a
+    list (the synthetic scenes are seeded with [seed, split, frame]). The training streams
+    (``minifrrn.seeding``) take the same range."""
     if not is_whole_number(seed) or not 0 <= seed < SEED_LIMIT:
         raise ValueError(f"{owner} must be a whole number in 0..{SEED_LIMIT - 1}, got {seed!r}")
     return int(seed)

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..autograd import is_whole_number
+from ..seeding import AUGMENTATION, stream
 from .augment import check_seed, default_max_shift, random_gamma, random_translate
 from .labels import ID2TRAIN, VOID
 
@@ -259,7 +260,7 @@ class Cityscapes:
         target = target.copy()  # the caller's own, whatever the augmentation does
         image = image.astype(np.float32) / 255.0
         if self.augment:
-            rng = np.random.default_rng([self.seed, epoch, index])
+            rng = stream(self.seed, AUGMENTATION, epoch, index)
             image, target = random_translate(image, target, self.max_shift, rng)
             if self.gamma:
                 image = random_gamma(image, rng)

@@ -11,6 +11,7 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor
 
 import numpy as np
 
+from ..seeding import ORDER, stream
 from .augment import check_seed
 
 __all__ = ["DataLoader", "collate"]
@@ -67,7 +68,7 @@ class DataLoader:
         n = len(self.dataset)
         if not self.shuffle:
             return np.arange(n)
-        return np.random.default_rng([self.seed, epoch]).permutation(n)
+        return stream(self.seed, ORDER, epoch).permutation(n)
 
     def _load_batch(self, indices, epoch):
         load = getattr(self.dataset, "load", None)

@@ -8,14 +8,17 @@ import math
 
 import numpy as np
 
-_generator = [np.random.default_rng(0)]
+from ..seeding import WEIGHTS, stream
+
+_generator = [stream(0, WEIGHTS)]
 
 RELU_GAIN = math.sqrt(2.0)
 
 
 def manual_seed(seed: int):
-    """Reseed the generator every layer draws its initial weights from."""
-    _generator[0] = np.random.default_rng(seed)
+    """Reseed the generator every layer draws its initial weights from (the weights' own stream
+    of ``seed``, apart from the streams the data draws from it: ``minifrrn.seeding``)."""
+    _generator[0] = stream(seed, WEIGHTS)
 
 
 def he_uniform(shape, gain=1.0, dtype=np.float32):
