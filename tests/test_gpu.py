@@ -152,3 +152,22 @@ def test_cupy_gemm_matches_the_product_written_out(case, dtype):
     np.testing.assert_allclose(cp.asnumpy(out), c + expected, **TOL[dtype])
     scaled = ex.gemm(cp.asarray(a), cp.asarray(b), transpose_a=ta, transpose_b=tb, alpha=-0.5)
     np.testing.assert_allclose(cp.asnumpy(scaled), -0.5 * expected, **TOL[dtype])
+
+
+def test_tensor_conveniences_and_state_loading_on_the_gpu():
+    # in-place updates under no_grad, NumPy conversion and a checked state load, on CuPy arrays
+    start = rnd(5, seed=3).astype(np.float32)
+    w = mf.tensor(start, device="gpu", requires_grad=True)
+    (w * w).sum().backward()
+    data = w.data
+    with mf.no_grad():
+        w -= 0.25 * w.grad
+        w /= 2
+    assert w.data is data and w.device == "gpu"
+    np.testing.assert_allclose(np.asarray(w), (start - 0.5 * start) / 2, rtol=1e-6)
+    conv = mf.nn.Conv2d(2, 3, 3).to("gpu")
+    state = {"weight": cp.asarray(rnd(3, 2, 3, 3, seed=4))}
+    assert conv.load_state_dict(state) == ([], [])
+    np.testing.assert_allclose(conv.weight.numpy(), rnd(3, 2, 3, 3, seed=4).astype(np.float32))
+    with pytest.raises(ValueError, match="beyond the range of float32"):
+        conv.load_state_dict({"weight": cp.full((3, 2, 3, 3), 1e300)})
