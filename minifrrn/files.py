@@ -91,8 +91,9 @@ def disk_error(path, error, then):
 def remove_stale_temporaries(folder, names):
     """Remove the temporary files that a process killed while writing one of ``names`` in
     ``folder`` left behind (``<name>.<random>.tmp``): nothing else would ever remove them."""
-    for name in names:
-        for leftover in Path(folder).glob(f"{name}.*.tmp"):
+    names = set(names)
+    for leftover in Path(folder).glob("*.tmp"):  # one listing of the folder, however many names
+        if leftover.name[:-len(".tmp")].rpartition(".")[0] in names:
             try:
                 leftover.unlink()
             except FileNotFoundError:

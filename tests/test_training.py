@@ -513,11 +513,25 @@ def test_a_bare_resume_takes_the_newest_run_even_one_without_a_checkpoint(data_r
 
 def test_a_killed_write_leaves_no_temporary_file_behind_for_good(data_root, tmp_path):
     Trainer(config(data_root, tmp_path / "tmpfiles", steps=2)).run()
-    for name in ("best.npz.k1ll3d.tmp", "last.npz.abc.tmp", "log.jsonl.x.tmp"):
+    for name in ("best.npz.k1ll3d.tmp", "last.npz.abc.tmp", "log.jsonl.x.tmp",
+                 "curves.png.q8_z.tmp", "predictions.png.7fa.tmp"):
         (tmp_path / "tmpfiles" / name).write_bytes(b"half a file")
     (tmp_path / "tmpfiles" / "notes.tmp").write_text("the user's")
+    (tmp_path / "tmpfiles" / "notes.txt.x.tmp").write_text("the user's too")
     Trainer(config(data_root, tmp_path / "tmpfiles", steps=3, resume=True)).run()
-    assert sorted(p.name for p in (tmp_path / "tmpfiles").glob("*.tmp")) == ["notes.tmp"]
+    assert sorted(p.name for p in (tmp_path / "tmpfiles").glob("*.tmp")) == [
+        "notes.tmp", "notes.txt.x.tmp"]
+    # predict, killed while writing, leaves its temporaries; the next predict of those images
+    # removes them
+    image = next((data_root / "leftImg8bit" / "val").rglob("*.png"))
+    stem = image.name[:-len("_leftImg8bit.png")]
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for name in (f"{stem}_labelIds.png.a1b2.tmp", f"{stem}_overlay.png.c3.tmp", "other.png.d4.tmp"):
+        (pred / name).write_bytes(b"half a file")
+    assert main(["predict", "--checkpoint", str(tmp_path / "tmpfiles" / "last.npz"), str(image),
+                 "--out", str(pred)]) == 0
+    assert sorted(p.name for p in pred.glob("*.tmp")) == ["other.png.d4.tmp"]
 
 
 def _cut_in_half(data):

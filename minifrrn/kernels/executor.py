@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..backend import cupy_or_none, emulation_enabled, is_gpu_array
+from ..files import write_atomically
 
 __all__ = ["CupyExecutor", "EmulatorExecutor", "executor_for", "kernel_source", "KERNEL_FILES",
            "launch_config", "launch_config_2d", "KernelBuildError", "gemm_shape"]
@@ -308,9 +309,9 @@ class EmulatorExecutor:
                                                f"{self.compiler} was not found (install g++)") from None
                     if result.returncode != 0:
                         raise KernelBuildError(f"g++ failed on {filename}:\n{result.stderr}")
-                    staged = cache / f".{target.name}.{os.getpid()}.tmp"
-                    staged.write_bytes(out.read_bytes())
-                    os.replace(staged, target)  # atomic: a concurrent build never sees half a file
+                    # atomic: a concurrent build never sees half a file, and an interrupted copy
+                    # leaves no temporary behind
+                    write_atomically(target, lambda handle: handle.write(out.read_bytes()))
             library = ctypes.CDLL(str(target))
             functions = {}
             for name, params in kernels.items():

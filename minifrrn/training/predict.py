@@ -8,6 +8,7 @@ import numpy as np
 from ..backend import as_numpy, check_device
 from ..data.cityscapes import downsample_image, image_size, read_image
 from ..data.predictions import write_overlay, write_prediction
+from ..files import remove_stale_temporaries
 from .checkpoint import load_checkpoint
 from .trainer import load_model, predict_scores, resize_scores
 
@@ -44,6 +45,9 @@ def predict_images(checkpoint, images, out, device="cpu", overlays=True):
     except OSError as error:
         raise PermissionError(f"output folder {out} cannot be made ({error.strerror}): choose "
                               f"another with --out") from None
+    # what a predict killed while writing these outputs left behind (nothing else removes it)
+    remove_stale_temporaries(out, [f"{stem}_{kind}.png" for stem in stems
+                                   for kind in ("labelIds", "overlay")])
     # every image is checked (readable, large enough) before the model is loaded and the first
     # one predicted: a bad one late in a long list should not cost the work before it
     _, _, meta = load_checkpoint(checkpoint, arrays=False)

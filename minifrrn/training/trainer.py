@@ -235,6 +235,7 @@ RUN_SETTINGS = ("data", "model", "batch_size", "lr", "schedule", "milestone", "v
                 "val_frames", "seed", "downsample", "max_shift", "loss")
 RUN_FILES = ("last.npz", "log.jsonl", "config.json")  # what makes a folder a run's
 TEXT_FILES = ("log.jsonl", "config.json", "results.json")  # written whole by atomic_write_text
+FIGURES = ("curves.png", "predictions.png")  # written whole too, at the end of every run
 # what a full disk while writing the log or a figure leaves, and what to do ({fix}: disk_error's)
 KEPT_ON_DISK_ERROR = "the run's checkpoints are unchanged: {fix}, then continue with --resume"
 
@@ -355,7 +356,7 @@ class Trainer:
                 claimed = True
             # what a process killed while writing left behind (a checkpoint of FRRN B: 100 MB);
             # only once the folder is this run's: another run's writes in progress are not stale
-            remove_stale_temporaries(self.out, ("last.npz", "best.npz", *TEXT_FILES))
+            remove_stale_temporaries(self.out, ("last.npz", "best.npz", *TEXT_FILES, *FIGURES))
             self._set_up(config)
         except BaseException:
             # a run that never started leaves the folder as it found it; one that did not win
