@@ -228,8 +228,8 @@ class Tensor:
         return len(self.data)
 
     def __bool__(self):
-        # a one-element tensor is as true as its value (``if loss > 0``-style tests on scalars);
-        # for more elements "true" has no single meaning, as for NumPy arrays
+        # a one-element tensor is as true as its value (``if mask.sum():``); for more elements
+        # "true" has no single meaning, as for NumPy arrays
         if self.data.size != 1:
             raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous: "
                              f"reduce it first (t.data.any(), t.data.all()) or test t.item()")
@@ -249,9 +249,18 @@ class Tensor:
 
     def __array__(self, dtype=None, copy=None):
         # np.asarray(t), np.allclose(t, ...): the values, as a NumPy array (copied from a GPU),
-        # without the graph (NumPy functions do not record gradients)
+        # without the graph (NumPy functions do not record gradients). NumPy asks for a copy
+        # (np.array(t)) or forbids one (copy=False) and trusts the answer
         values = as_numpy(self.data)
-        return values.astype(dtype, copy=False) if dtype is not None else values
+        copied = values is not self.data
+        if dtype is not None and values.dtype != np.dtype(dtype):
+            values, copied = values.astype(dtype), True
+        if copy and not copied:
+            values = values.copy()
+        elif copy is False and copied:
+            raise ValueError("the tensor's values cannot be read without a copy (they are on the "
+                             "GPU, or of another dtype): leave out copy=False")
+        return values
 
     # a NumPy ufunc applied to a tensor (np.exp(t)) would return an array, silently without the
     # graph; with this it raises, and ``ndarray + Tensor`` calls Tensor.__radd__
@@ -356,11 +365,12 @@ class Tensor:
                              f"got {base!r}")
         return (self * math.log(base)).exp()
 
-    # in place: x += y, x -= y, x *= y, x /= y. Where the op records no graph (under no_grad(),
-    # the optimiser step written by hand; or between constants) the data changes in place, as for
-    # an array; where it does, the result is a new tensor of the graph, as ``x = x + y`` would be
-    # (accumulating a loss), except on a leaf that requires grad: that update was meant for
-    # no_grad(), and would otherwise turn the parameter into an intermediate
+    # in place: x += y, x -= y, x *= y, x /= y. Under no_grad() (the optimiser step written by
+    # hand) a leaf's data changes in place, as an array's would. While gradients are recorded the
+    # result is a new tensor, as ``x = x + y`` would give (accumulating a loss): a tensor's data may
+    # be saved for the backward of an op that used it, and a wrapped array belongs to its caller.
+    # Refused: a leaf that requires grad while recording (the update was meant for no_grad()), and
+    # a tensor made by a recorded op (its data may be saved for that graph's backward)
     def __iadd__(self, other):
         return self._in_place("add", "+", other, Tensor.__add__)
 
@@ -374,18 +384,24 @@ class Tensor:
         return self._in_place("true_divide", "/", other, Tensor.__truediv__)
 
     def _in_place(self, ufunc, symbol, other, out_of_place):
-        records = self.requires_grad or (isinstance(other, Tensor) and other.requires_grad)
-        if _Config.enable_backprop and records:
+        if _Config.enable_backprop:
             if self.requires_grad and self.is_leaf:
                 raise RuntimeError(
                     f"{self._node.describe()} {symbol}= ... on a leaf that requires grad while "
                     f"gradients are recorded: put a parameter update under `with mf.no_grad():` "
                     f"(or change .data)")
             return out_of_place(self, other)
+        if not self.is_leaf:
+            raise RuntimeError(f"{self._node.describe()} {symbol}= ... in place on a tensor made by a "
+                               f"recorded op, whose backward may need its values: write "
+                               f"t = t {symbol} value")
         value = unwrap(other)
         xp = get_array_module(self.data, value)  # one clear error when NumPy and CuPy meet
         if isinstance(value, (int, float, bool, np.integer, np.floating, np.bool_)):
             check_number_fits(self.dtype, value)
+        if not getattr(self.data.flags, "writeable", True):
+            raise ValueError(f"t {symbol}= value: t's data is read-only (a broadcast view, or an "
+                             f"array marked so): use t = t {symbol} value for a new tensor")
         try:
             getattr(xp, ufunc)(self.data, value, out=self.data, casting="same_kind")
         except (TypeError, ValueError) as error:  # NumPy's casting and broadcasting errors
@@ -405,6 +421,22 @@ class Tensor:
 
     def __getitem__(self, index):
         return _F().getitem(self, index)
+
+    def __setitem__(self, index, value):
+        """t[index] = value, in t's data: under no_grad() or on a tensor outside any graph (what
+        ``t[1:3] += 1`` ends with). Item assignment is not an op of the graph, so a tensor that
+        requires grad, or one made by a recorded op, refuses it while gradients are recorded."""
+        if _Config.enable_backprop and (self.requires_grad or not self.is_leaf):
+            raise RuntimeError(f"t[...] = value on {self._node.describe()}, which is part of a "
+                               f"graph: assignment is not recorded; do it under "
+                               f"`with mf.no_grad():`, or build a new tensor (F.concat, masks)")
+        if isinstance(index, Tensor):
+            index = index.data
+        elif isinstance(index, tuple):
+            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        value = unwrap(value)
+        get_array_module(self.data, value)  # one clear error when NumPy and CuPy meet
+        self.data[index] = value
 
     def exp(self):
         return _F().exp(self)

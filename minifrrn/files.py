@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+import time
 from pathlib import Path
 
 __all__ = ["write_atomically", "atomic_write_text", "disk_error", "remove_stale_temporaries",
@@ -88,16 +89,21 @@ def disk_error(path, error, then):
     return disk
 
 
-def remove_stale_temporaries(folder, names):
+def remove_stale_temporaries(folder, names, older_than_s=0.0):
     """Remove the temporary files that a process killed while writing one of ``names`` in
-    ``folder`` left behind (``<name>.<random>.tmp``): nothing else would ever remove them."""
+    ``folder`` left behind (``<name>.<random>.tmp``): nothing else would ever remove them.
+    ``older_than_s``: only those last written that many seconds ago, where another process may be
+    writing the same names at this moment."""
     names = set(names)
+    now = time.time()
     for leftover in Path(folder).glob("*.tmp"):  # one listing of the folder, however many names
-        if leftover.name[:-len(".tmp")].rpartition(".")[0] in names:
-            try:
+        if leftover.name[:-len(".tmp")].rpartition(".")[0] not in names:
+            continue
+        try:
+            if now - leftover.stat().st_mtime >= older_than_s:
                 leftover.unlink()
-            except FileNotFoundError:
-                pass
+        except FileNotFoundError:  # its writer renamed or removed it meanwhile
+            pass
 
 
 def _umask():

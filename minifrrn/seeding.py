@@ -12,7 +12,8 @@ stream. The order of epoch e drawn from ``[seed, e]`` was then the augmentation 
 epoch e (``[seed, e, 0]``), and at epoch 0 also the initial weights (``default_rng(seed)``); with
 the synthetic scenes' seed equal to the run's, every frame's augmentation at epoch 0 repeated the
 numbers that had drawn a scene. A spawn key always adds words after the first four, so these
-streams never meet each other or a stream seeded with a plain list.
+streams never meet each other, nor a stream seeded with a list of at most four words (such as
+the scenes' [seed, split, frame]).
 """
 from __future__ import annotations
 

@@ -21,10 +21,13 @@ def _figure(**kwargs):
 
 
 def _save(fig, path):
-    """Write the figure whole or not at all, in the format its file name's extension names (PNG
-    when it has none): a run killed while drawing leaves the previous picture, not half of one."""
+    """Write the figure whole or not at all, in the format its file name's extension names (a
+    name without one gets .png): a run killed while drawing leaves the previous picture, not
+    half of one."""
     path = Path(path)
-    image_format = path.suffix[1:].lower() or "png"
+    if not path.suffix:  # as matplotlib names a file without one
+        path = path.with_name(path.name + ".png")
+    image_format = path.suffix[1:].lower()
     write_atomically(path, lambda handle: fig.savefig(handle, dpi=90, format=image_format))
 
 

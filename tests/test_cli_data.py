@@ -167,3 +167,31 @@ def test_ctrl_c_while_the_commands_load_is_one_line_and_130(monkeypatch, capsys)
     monkeypatch.setattr(cli, "build_parser", interrupted)
     assert main(["train"]) == 130
     assert capsys.readouterr().err.strip() == "minifrrn: interrupted"
+
+
+@pytest.mark.parametrize("argv, fix", [
+    (["eval", "--checkpoint", "c.npz", "--data", "d", "--batch-size", "4"],
+     "use a smaller --batch-size"),
+    (["eval", "--checkpoint", "c.npz", "--data", "d", "--device", "gpu"],
+     "the frames do not fit this GPU's memory even one at a time: use --device cpu"),
+    (["predict", "--checkpoint", "c.npz", "--out", "o", "a.png"],
+     "the images do not fit this machine's memory even one at a time"),
+    (["bench", "--quick"], "this machine has too little memory for the bench's shapes"),
+    (["bench", "--every-conv", "frrn_b"], "--every-conv takes the most memory"),
+    (["train", "--checkpointing"], "start a new run into another --out with a smaller --batch-size"),
+])
+def test_running_out_of_memory_names_a_fix_the_command_was_not_given(argv, fix, monkeypatch,
+                                                                      capsys):
+    import importlib
+    module = importlib.import_module(f"minifrrn.cli.{argv[0]}")
+
+    def out_of_memory(args):
+        raise MemoryError("Unable to allocate 9.00 GiB for an array")
+
+    monkeypatch.setattr(module, "run", out_of_memory)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fix in err
+    assert f"minifrrn {argv[0]}: error: out of memory (Unable to allocate 9.00 GiB" in err
+    if argv[0] == "train":  # it was given: no use suggesting it again
+        assert "--resume --checkpointing" not in err

@@ -355,13 +355,51 @@ def test_in_place_operators_while_recording():
 
 def test_in_place_operators_keep_shape_and_dtype():
     t = mf.tensor(np.zeros((2, 3), np.float32))
-    with pytest.raises(ValueError, match=r"keep t's shape \(2, 3\)"):
-        t += np.ones((4, 2, 3), np.float32)
     i = mf.tensor(np.arange(3))
-    with pytest.raises(TypeError, match="dtype int64"):
-        i /= 2
-    with pytest.raises(TypeError, match="cannot hold"):
-        i += 2.5
+    with mf.no_grad():
+        with pytest.raises(ValueError, match=r"keep t's shape \(2, 3\)"):
+            t += np.ones((4, 2, 3), np.float32)
+        with pytest.raises(TypeError, match="dtype int64"):
+            i /= 2
+        with pytest.raises(TypeError, match="cannot hold"):
+            i += 2.5
+        frozen = mf.tensor(np.broadcast_to(np.float32(1), (3,)))
+        with pytest.raises(ValueError, match="read-only"):
+            frozen += 1
+
+
+def test_in_place_never_changes_what_a_recorded_graph_or_a_caller_holds():
+    rng = np.random.default_rng(10)
+    batch = rng.standard_normal(3).astype(np.float32)
+    original = batch.copy()
+    x = mf.tensor(batch)  # wraps the caller's array
+    w = mf.tensor(np.ones(3, np.float32), requires_grad=True)
+    loss = (x * w).sum()  # saves x's values for w's gradient
+    x /= 2  # while recording: a new tensor, as x = x / 2
+    loss.backward()
+    np.testing.assert_array_equal(w.grad, original)
+    np.testing.assert_array_equal(batch, original)
+    np.testing.assert_array_equal(x.data, original / 2)
+    v = mf.tensor(rng.standard_normal(3), requires_grad=True)
+    y = v.exp()  # Exp keeps its output for backward
+    with mf.no_grad():
+        with pytest.raises(RuntimeError, match="made by a recorded op"):
+            y *= 2
+    y.sum().backward()
+    np.testing.assert_allclose(v.grad, np.exp(v.data))
+
+
+def test_item_assignment_outside_graphs_and_under_no_grad():
+    t = mf.tensor(np.zeros(4, np.float32))
+    t[1:3] += 1  # getitem, add, then setitem: t changes once, whole
+    np.testing.assert_array_equal(t.data, [0, 1, 1, 0])
+    w = mf.tensor(np.zeros(4, np.float32), requires_grad=True)
+    with pytest.raises(RuntimeError, match="part of a graph"):
+        w[0] = 5.0
+    assert not w.data.any()
+    with mf.no_grad():
+        w[mf.tensor(np.array([0, 3]))] = 5.0
+    np.testing.assert_array_equal(w.data, [5, 0, 0, 5])
 
 
 def test_truth_values_and_conversions_of_one_element():
@@ -380,6 +418,14 @@ def test_numpy_reads_a_tensor_as_its_values_and_refuses_ufuncs():
     converted = np.asarray(t)
     assert converted.dtype == np.float32 and np.array_equal(converted, values)
     assert np.allclose(t, values)
+    expected = values.copy()
+    copied = np.array(t)  # asks for a copy, and must get one
+    with mf.no_grad():
+        t -= 1  # changes values too: the tensor wraps that array
+    np.testing.assert_array_equal(copied, expected)
+    assert np.shares_memory(np.asarray(t), t.data)
+    with pytest.raises(ValueError, match="without a copy"):
+        np.asarray(t, dtype=np.float64, copy=False)
     with pytest.raises(TypeError):
         np.exp(t)  # would return an array cut from the graph
     total = values + t  # an array on the left still gives a tensor of the graph

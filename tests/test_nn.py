@@ -231,3 +231,16 @@ def test_pooling_sizes_are_integers():
         mf.functional.max_pool2d(x, (2.9, 2.9))
     with pytest.raises(TypeError, match="conv2d: stride must be integers"):
         mf.functional.conv2d(x, mf.tensor(np.ones((1, 1, 3, 3), np.float32)), stride=(1, True))
+
+
+def test_an_in_place_update_of_a_parameter_keeps_its_place():
+    # optimiser state is saved by position: a reordered module would get the wrong moments
+    bn = nn.BatchNorm2d(3)
+    replacement = nn.Conv2d(2, 2, 1)
+    outer = nn.Sequential(nn.Conv2d(2, 2, 1), nn.ReLU())
+    with mf.no_grad():
+        bn.weight *= 0.5
+    bn.weight = nn.Parameter(np.ones(3, np.float32))
+    setattr(outer, "0", replacement)
+    assert [n for n, _ in bn.named_parameters()] == ["weight", "bias"]
+    assert [n for n, _ in outer.named_modules()] == ["", "0", "1"] and outer[0] is replacement

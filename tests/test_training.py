@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -527,11 +528,16 @@ def test_a_killed_write_leaves_no_temporary_file_behind_for_good(data_root, tmp_
     stem = image.name[:-len("_leftImg8bit.png")]
     pred = tmp_path / "pred"
     pred.mkdir()
-    for name in (f"{stem}_labelIds.png.a1b2.tmp", f"{stem}_overlay.png.c3.tmp", "other.png.d4.tmp"):
+    for name in (f"{stem}_labelIds.png.a1b2.tmp", f"{stem}_overlay.png.c3.tmp", "other.png.d4.tmp",
+                 f"{stem}_overlay.png.now.tmp"):
         (pred / name).write_bytes(b"half a file")
+        if ".now." not in name:  # the others are two minutes old; this one may be being written
+            two_minutes_ago = time.time() - 120
+            os.utime(pred / name, (two_minutes_ago, two_minutes_ago))
     assert main(["predict", "--checkpoint", str(tmp_path / "tmpfiles" / "last.npz"), str(image),
                  "--out", str(pred)]) == 0
-    assert sorted(p.name for p in pred.glob("*.tmp")) == ["other.png.d4.tmp"]
+    assert sorted(p.name for p in pred.glob("*.tmp")) == sorted(
+        ["other.png.d4.tmp", f"{stem}_overlay.png.now.tmp"])
 
 
 def _cut_in_half(data):
@@ -635,6 +641,8 @@ def test_divergence_advice_is_one_that_can_be_followed(data_root, tmp_path):
 def test_plot_curves_takes_arrays(tmp_path):
     from minifrrn.viz import plot_curves
     plot_curves(tmp_path / "c.png", np.arange(3), np.ones(3), np.array([1, 2]), np.array([0.1, 0.2]))
+    plot_curves(tmp_path / "named", np.arange(3), np.ones(3))  # as matplotlib: .png added
+    assert (tmp_path / "named.png").read_bytes().startswith(b"\x89PNG")
     assert (tmp_path / "c.png").stat().st_size > 0
 
 

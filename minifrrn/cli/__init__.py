@@ -28,16 +28,28 @@ COMMANDS = {
 }
 
 
-# what to change when a command runs out of memory: the settings its largest arrays grow with
-OUT_OF_MEMORY_FIX = {
-    "train": ("continue with --resume --checkpointing (the FRRUs are then recomputed in backward, "
-              "which needs less memory), or start a new run into another --out with a smaller "
-              "--batch-size or a larger --downsample"),
-    "eval": "use a smaller --batch-size (1 is the default)",
-    "predict": "the images are too large for this device's memory: predict smaller ones",
-    "synth": "choose a smaller --height and --width",
-    "bench": "use --quick",
-}
+def out_of_memory_fix(args):
+    """What to change when a command runs out of memory: the setting its largest arrays grow
+    with, among those the command was not already given at their smallest."""
+    on_gpu = getattr(args, "device", "cpu") == "gpu"
+    if args.command == "train":
+        recompute = ("" if getattr(args, "checkpointing", None) else
+                     "continue with --resume --checkpointing (the FRRUs are then recomputed in "
+                     "backward, which needs less memory), or ")
+        return (f"{recompute}start a new run into another --out with a smaller --batch-size or "
+                f"a larger --downsample")
+    if args.command == "eval" and getattr(args, "batch_size", 1) > 1:
+        return "use a smaller --batch-size"
+    if args.command in ("eval", "predict"):
+        what = "the frames" if args.command == "eval" else "the images"
+        return (f"{what} do not fit this GPU's memory even one at a time: use --device cpu"
+                if on_gpu else f"{what} do not fit this machine's memory even one at a time")
+    if args.command == "bench":
+        if getattr(args, "every_conv", None):
+            return "--every-conv takes the most memory: leave it out, or use it with frrn_a"
+        return ("use --quick" if not getattr(args, "quick", False)
+                else "this machine has too little memory for the bench's shapes")
+    return "choose a smaller --height and --width"  # synth
 
 
 class CLIError(Exception):
@@ -96,7 +108,7 @@ def main(argv=None) -> int:
     except MemoryError as error:
         detail = str(error).splitlines()[0] if str(error) else "no size given"
         print(f"minifrrn {args.command}: error: out of memory ({detail}): "
-              f"{OUT_OF_MEMORY_FIX[args.command]}", file=sys.stderr)
+              f"{out_of_memory_fix(args)}", file=sys.stderr)
         return 2
     # OSError: a full disk or a file-size limit among them (checkpoints and a run's files name the
     # file and what is kept)

@@ -89,12 +89,15 @@ class Module:
         if name in self._parameters and value is not None and not isinstance(value, Parameter):
             raise TypeError(f"cannot assign {type(value).__name__} to parameter {name!r}: assign an "
                             f"nn.Parameter, or change its values in place ({name}.data[...] = ...)")
+        target = (self._parameters if isinstance(value, Parameter)
+                  else self._modules if isinstance(value, Module) else None)
         for store in (self._parameters, self._buffers, self._modules):
-            store.pop(name, None)
-        if isinstance(value, Parameter):
-            self._parameters[name] = value
-        elif isinstance(value, Module):
-            self._modules[name] = value
+            if store is not target:
+                store.pop(name, None)
+        if target is not None:
+            # a name already there keeps its place (``conv.weight -= ...`` assigns the same
+            # parameter back): optimiser state is saved and restored by position
+            target[name] = value
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):

@@ -45,9 +45,10 @@ def predict_images(checkpoint, images, out, device="cpu", overlays=True):
     except OSError as error:
         raise PermissionError(f"output folder {out} cannot be made ({error.strerror}): choose "
                               f"another with --out") from None
-    # what a predict killed while writing these outputs left behind (nothing else removes it)
+    # what a predict killed while writing these outputs left behind (nothing else removes it);
+    # a PNG is written in milliseconds, so a temporary a minute old is no other predict's
     remove_stale_temporaries(out, [f"{stem}_{kind}.png" for stem in stems
-                                   for kind in ("labelIds", "overlay")])
+                                   for kind in ("labelIds", "overlay")], older_than_s=60)
     # every image is checked (readable, large enough) before the model is loaded and the first
     # one predicted: a bad one late in a long list should not cost the work before it
     _, _, meta = load_checkpoint(checkpoint, arrays=False)
