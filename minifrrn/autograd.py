@@ -24,9 +24,11 @@ runs it again and adds its gradients a second time. Gradients of intermediate te
 soon as they have been passed on, unless the tensor asked for ``retain_grad()``.
 
 Functions keep references to the arrays their backward needs, not copies, and there is no version
-count: changing a tensor's ``.data`` in place between a forward and its backward (an optimiser step,
-``load_state_dict``, ``t.data[...] = ...``) silently changes the gradients that backward computes.
-Run the backward first, as a training step does.
+count: changing a tensor's values in place between a forward and its backward (an optimiser step,
+``load_state_dict``, ``t.data[...] = ...``, and under ``no_grad()`` ``t -= ...`` or ``t[i] = ...``
+on a leaf or on a ``detach()``-ed tensor, which shares its source's data) silently changes the
+gradients that backward computes. Run the backward first, as a training step does. While gradients
+are recorded nothing changes in place: ``x += y`` makes a new tensor, and ``t[i] = ...`` is refused.
 
 One engine-level check guards every backward: the gradient a function returns for an input must have
 that input's shape, dtype and device. Broadcasting is undone in one place only: for functions that
@@ -366,11 +368,11 @@ class Tensor:
         return (self * math.log(base)).exp()
 
     # in place: x += y, x -= y, x *= y, x /= y. Under no_grad() (the optimiser step written by
-    # hand) a leaf's data changes in place, as an array's would. While gradients are recorded the
+    # hand) a leaf's data changes in place, as an array's would, and a tensor made by a recorded
+    # op is refused (its graph's backward may need its values). While gradients are recorded the
     # result is a new tensor, as ``x = x + y`` would give (accumulating a loss): a tensor's data may
-    # be saved for the backward of an op that used it, and a wrapped array belongs to its caller.
-    # Refused: a leaf that requires grad while recording (the update was meant for no_grad()), and
-    # a tensor made by a recorded op (its data may be saved for that graph's backward)
+    # be saved for the backward of an op that used it, and a wrapped array belongs to its caller;
+    # on a leaf that requires grad it is refused (the update was meant for no_grad())
     def __iadd__(self, other):
         return self._in_place("add", "+", other, Tensor.__add__)
 
@@ -395,10 +397,8 @@ class Tensor:
             raise RuntimeError(f"{self._node.describe()} {symbol}= ... in place on a tensor made by a "
                                f"recorded op, whose backward may need its values: write "
                                f"t = t {symbol} value")
-        value = unwrap(other)
+        value = _scalar_or_array(other, self.dtype)
         xp = get_array_module(self.data, value)  # one clear error when NumPy and CuPy meet
-        if isinstance(value, (int, float, bool, np.integer, np.floating, np.bool_)):
-            check_number_fits(self.dtype, value)
         if not getattr(self.data.flags, "writeable", True):
             raise ValueError(f"t {symbol}= value: t's data is read-only (a broadcast view, or an "
                              f"array marked so): use t = t {symbol} value for a new tensor")
@@ -423,18 +423,24 @@ class Tensor:
         return _F().getitem(self, index)
 
     def __setitem__(self, index, value):
-        """t[index] = value, in t's data: under no_grad() or on a tensor outside any graph (what
-        ``t[1:3] += 1`` ends with). Item assignment is not an op of the graph, so a tensor that
-        requires grad, or one made by a recorded op, refuses it while gradients are recorded."""
-        if _Config.enable_backprop and (self.requires_grad or not self.is_leaf):
-            raise RuntimeError(f"t[...] = value on {self._node.describe()}, which is part of a "
-                               f"graph: assignment is not recorded; do it under "
-                               f"`with mf.no_grad():`, or build a new tensor (F.concat, masks)")
+        """t[index] = value, in t's data, on a leaf under no_grad() (``p[0] = 0``, and what
+        ``t[1:3] += 1`` ends with). Item assignment is not an op of the graph: while gradients are
+        recorded it is refused (an op may have saved t's values for its backward, and a value that
+        requires grad would lose its gradient), and so is a tensor made by a recorded op."""
+        if not self.is_leaf:
+            raise RuntimeError(f"t[...] = value on {self._node.describe()}, made by a recorded op "
+                               f"whose backward may need its values: build a new tensor "
+                               f"(F.concat, a mask product)")
+        if _Config.enable_backprop:
+            raise RuntimeError(f"t[...] = value on {self._node.describe()} while gradients are "
+                               f"recorded, which the graph would not see: do it under "
+                               f"`with mf.no_grad():`, or build a new tensor (F.concat, a mask "
+                               f"product)")
         if isinstance(index, Tensor):
             index = index.data
         elif isinstance(index, tuple):
             index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-        value = unwrap(value)
+        value = _scalar_or_array(value, self.dtype)
         get_array_module(self.data, value)  # one clear error when NumPy and CuPy meet
         self.data[index] = value
 
@@ -485,6 +491,17 @@ class Tensor:
     @property
     def T(self):
         return _F().transpose(self, None)
+
+
+def _scalar_or_array(value, dtype):
+    """An in-place op's or an assignment's value: a tensor's array, an array, or a number that
+    ``dtype`` can hold (NumPy numbers as Python ones, so they pass to a GPU array too)."""
+    value = unwrap(value)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, (int, float, bool)):
+        check_number_fits(dtype, value)
+    return value
 
 
 def _F():

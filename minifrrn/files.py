@@ -100,7 +100,7 @@ def remove_stale_temporaries(folder, names, older_than_s=0.0):
         if leftover.name[:-len(".tmp")].rpartition(".")[0] not in names:
             continue
         try:
-            if now - leftover.stat().st_mtime >= older_than_s:
+            if older_than_s <= 0 or now - leftover.stat().st_mtime >= older_than_s:
                 leftover.unlink()
         except FileNotFoundError:  # its writer renamed or removed it meanwhile
             pass

@@ -177,8 +177,13 @@ def test_ctrl_c_while_the_commands_load_is_one_line_and_130(monkeypatch, capsys)
     (["predict", "--checkpoint", "c.npz", "--out", "o", "a.png"],
      "the images do not fit this machine's memory even one at a time"),
     (["bench", "--quick"], "this machine has too little memory for the bench's shapes"),
-    (["bench", "--every-conv", "frrn_b"], "--every-conv takes the most memory"),
+    (["bench", "--every-conv", "frrn_b"], "--every-conv frrn_b takes the most memory: use frrn_a, "
+                                          "or leave it out"),
+    (["bench", "--every-conv"], "--every-conv frrn_a takes the most memory: leave it out"),
+    (["bench", "--quick", "--device", "gpu"], "this GPU has too little memory for the bench's "
+                                              "shapes: use --device cpu"),
     (["train", "--checkpointing"], "start a new run into another --out with a smaller --batch-size"),
+    (["train", "--batch-size", "1"], "start a new run into another --out with a larger --downsample"),
 ])
 def test_running_out_of_memory_names_a_fix_the_command_was_not_given(argv, fix, monkeypatch,
                                                                       capsys):
@@ -193,5 +198,5 @@ def test_running_out_of_memory_names_a_fix_the_command_was_not_given(argv, fix, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and fix in err
     assert f"minifrrn {argv[0]}: error: out of memory (Unable to allocate 9.00 GiB" in err
-    if argv[0] == "train":  # it was given: no use suggesting it again
+    if "--checkpointing" in argv:  # it was given: no use suggesting it again
         assert "--resume --checkpointing" not in err

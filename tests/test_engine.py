@@ -389,17 +389,32 @@ def test_in_place_never_changes_what_a_recorded_graph_or_a_caller_holds():
     np.testing.assert_allclose(v.grad, np.exp(v.data))
 
 
-def test_item_assignment_outside_graphs_and_under_no_grad():
-    t = mf.tensor(np.zeros(4, np.float32))
-    t[1:3] += 1  # getitem, add, then setitem: t changes once, whole
-    np.testing.assert_array_equal(t.data, [0, 1, 1, 0])
-    w = mf.tensor(np.zeros(4, np.float32), requires_grad=True)
-    with pytest.raises(RuntimeError, match="part of a graph"):
-        w[0] = 5.0
-    assert not w.data.any()
+def test_item_assignment_only_under_no_grad_and_only_on_leaves():
+    rng = np.random.default_rng(13)
+    w = mf.tensor(np.ones(4, np.float32), requires_grad=True)
+    x = mf.tensor(rng.standard_normal(4).astype(np.float32))
+    saved = x.data.copy()
+    y = (w * x).sum()  # saves x's values for w's gradient
+    with pytest.raises(RuntimeError, match="while gradients are recorded"):
+        x[1:3] += 10  # would change what Mul saved
+    buffer = mf.tensor(np.zeros(3, np.float32))
+    with pytest.raises(RuntimeError, match="while gradients are recorded"):
+        buffer[0:2] = w[:2] * 2  # would drop w's gradient
+    y.backward()
+    np.testing.assert_array_equal(w.grad, saved)
+    np.testing.assert_array_equal(x.data, saved)
+    h = w * w
     with mf.no_grad():
-        w[mf.tensor(np.array([0, 3]))] = 5.0
-    np.testing.assert_array_equal(w.data, [5, 0, 0, 5])
+        with pytest.raises(RuntimeError, match="made by a recorded op"):
+            h[0] = 100.0
+        t = mf.tensor(np.zeros(4, np.float32))
+        t[1:3] += 1  # getitem, add, then setitem: t changes once, whole
+        w[mf.tensor(np.array([0, 3]))] = np.float32(5.0)
+        counts = mf.tensor(np.zeros(2, np.int64))
+        with pytest.raises(TypeError, match="cannot hold"):
+            counts[0] = 2.5
+    np.testing.assert_array_equal(t.data, [0, 1, 1, 0])
+    np.testing.assert_array_equal(w.data, [5, 1, 1, 5])
 
 
 def test_truth_values_and_conversions_of_one_element():

@@ -36,8 +36,8 @@ def out_of_memory_fix(args):
         recompute = ("" if getattr(args, "checkpointing", None) else
                      "continue with --resume --checkpointing (the FRRUs are then recomputed in "
                      "backward, which needs less memory), or ")
-        return (f"{recompute}start a new run into another --out with a smaller --batch-size or "
-                f"a larger --downsample")
+        smaller = ("" if getattr(args, "batch_size", None) == 1 else "a smaller --batch-size or ")
+        return f"{recompute}start a new run into another --out with {smaller}a larger --downsample"
     if args.command == "eval" and getattr(args, "batch_size", 1) > 1:
         return "use a smaller --batch-size"
     if args.command in ("eval", "predict"):
@@ -45,9 +45,13 @@ def out_of_memory_fix(args):
         return (f"{what} do not fit this GPU's memory even one at a time: use --device cpu"
                 if on_gpu else f"{what} do not fit this machine's memory even one at a time")
     if args.command == "bench":
-        if getattr(args, "every_conv", None):
-            return "--every-conv takes the most memory: leave it out, or use it with frrn_a"
-        return ("use --quick" if not getattr(args, "quick", False)
+        every_conv = getattr(args, "every_conv", None)
+        if every_conv:
+            return (f"--every-conv {every_conv} takes the most memory: "
+                    f"{'use frrn_a, or ' if every_conv != 'frrn_a' else ''}leave it out")
+        if not getattr(args, "quick", False):
+            return "use --quick"
+        return ("this GPU has too little memory for the bench's shapes: use --device cpu" if on_gpu
                 else "this machine has too little memory for the bench's shapes")
     return "choose a smaller --height and --width"  # synth
 

@@ -88,7 +88,8 @@ class Module:
             return
         if name in self._parameters and value is not None and not isinstance(value, Parameter):
             raise TypeError(f"cannot assign {type(value).__name__} to parameter {name!r}: assign an "
-                            f"nn.Parameter, or change its values in place ({name}.data[...] = ...)")
+                            f"nn.Parameter, or change its values in place under "
+                            f"`with mf.no_grad():` ({name} *= 0.5, {name}[...] = ...)")
         target = (self._parameters if isinstance(value, Parameter)
                   else self._modules if isinstance(value, Module) else None)
         for store in (self._parameters, self._buffers, self._modules):
