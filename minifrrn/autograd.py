@@ -436,13 +436,9 @@ class Tensor:
                                f"recorded, which the graph would not see: do it under "
                                f"`with mf.no_grad():`, or build a new tensor (F.concat, a mask "
                                f"product)")
-        if isinstance(index, Tensor):
-            index = index.data
-        elif isinstance(index, tuple):
-            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
         value = _scalar_or_array(value, self.dtype)
         get_array_module(self.data, value)  # one clear error when NumPy and CuPy meet
-        self.data[index] = value
+        self.data[unwrap_index(index)] = value
 
     def exp(self):
         return _F().exp(self)
@@ -491,6 +487,15 @@ class Tensor:
     @property
     def T(self):
         return _F().transpose(self, None)
+
+
+def unwrap_index(index):
+    """An index with its tensors (integer or boolean index arrays) as their arrays."""
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    return index
 
 
 def _scalar_or_array(value, dtype):

@@ -2,8 +2,9 @@
 flushed to disk, and is then renamed over the target in one step. A crash, a kill or a full disk
 while writing leaves the file that was there before (or none) instead of a truncated one.
 
-Checkpoints, a run's log, config and results, predicted label maps and overlays, figures and the
-JSON that ``eval`` and ``bench`` write all go through ``write_atomically``.
+Checkpoints, a run's log, config and results, predicted label maps and overlays, figures, the JSON
+that ``eval`` and ``bench`` write, and the emulator's compiled kernels all go through
+``write_atomically``.
 """
 from __future__ import annotations
 

@@ -588,7 +588,7 @@ def test_a_full_disk_while_writing_a_run_file_is_one_line_and_keeps_the_old_file
                                                                                  monkeypatch):
     import errno
 
-    from minifrrn.training.checkpoint import atomic_write_text
+    from minifrrn.files import atomic_write_text
     path = tmp_path / "log.jsonl"
     path.write_text("the old log\n")
 

@@ -5,7 +5,7 @@ Each moves or selects elements without changing them, so each backward moves the
 """
 from __future__ import annotations
 
-from ..autograd import Function, Tensor, as_tensor, is_whole_number
+from ..autograd import Function, Tensor, as_tensor, is_whole_number, unwrap_index
 from ..backend import get_array_module
 
 __all__ = ["reshape", "transpose", "concat", "getitem", "matmul"]
@@ -153,11 +153,7 @@ def concat(xs, axis=0):
 
 def getitem(x, index):
     """x[index]: slicing or integer/boolean indexing, differentiable."""
-    if isinstance(index, Tensor):
-        index = index.data
-    elif isinstance(index, tuple):
-        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-    return GetItem(index)(as_tensor(x))
+    return GetItem(unwrap_index(index))(as_tensor(x))
 
 
 def matmul(a, b):

@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from ..backend import as_numpy
-from ..files import atomic_write_text, disk_error, remove_stale_temporaries, write_atomically
+from ..files import write_atomically
 
-__all__ = ["save_checkpoint", "load_checkpoint", "atomic_write_text", "remove_stale_temporaries",
-           "disk_error", "CheckpointError", "FORMAT_VERSION"]
+__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 
@@ -25,7 +24,7 @@ class CheckpointError(ValueError):
 def save_checkpoint(path, model_state, optimizer_state=None, meta=None, then=None):
     """Write ``path`` atomically. ``model_state``/``optimizer_state`` map names to arrays (or
     scalars for the optimiser); ``meta`` is a JSON-serialisable dict. ``then``: what a full-disk
-    message says after naming the file (see ``disk_error``)."""
+    message says after naming the file (see ``minifrrn.files.disk_error``)."""
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot write checkpoint {path}: folder {path.parent} does not "

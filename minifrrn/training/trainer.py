@@ -32,8 +32,8 @@ from ..data.labels import TRAIN2ID
 from ..metrics import CityscapesEvaluator, ConfusionMatrix
 from ..models import MODELS, build_model
 from ..optim import Adam, CosineLR, PolyLR, StepLR
-from .checkpoint import (CheckpointError, atomic_write_text, disk_error, load_checkpoint,
-                         remove_stale_temporaries, save_checkpoint)
+from ..files import atomic_write_text, disk_error, remove_stale_temporaries
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 __all__ = ["TrainConfig", "Trainer", "train", "TrainingDiverged", "resize_scores", "predict_scores",
            "evaluate_model", "evaluate_checkpoint", "load_model", "run_config", "RUN_SETTINGS"]
